@@ -1,0 +1,287 @@
+"""`load_detector` and `Detector`: image(s) in, per-pixel artifact probability, mask and PAR out.
+
+Preprocessing follows the official PAL4VST user scripts (`utils.prepare_input`): RGB, resize
+to 512x512 with PIL bicubic (antialiased), ImageNet mean/std on the 0..255 scale. The mmseg
+test pipeline's cv2 bilinear resize is available as `resize="bilinear"`. PAR is computed on
+the 512x512 label map like `curate_images.py`; probabilities at the original size come from
+resizing the logits bilinearly before the softmax, as mmseg's `postprocess_result` does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..core.imageio import load_image, to_rgb_uint8
+
+_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "pal-starter"
+
+
+def default_model_path() -> Path:
+    """The bundled starter checkpoint (trained on synthetic artifacts; see models/weights/README.md)."""
+    return _WEIGHTS_DIR / "pal-starter.safetensors"
+
+
+def auto_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def _as_dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of fp32, fp16, bf16") from None
+
+
+@dataclass
+class Detection:
+    """One image's result. `prob` is at the original size, `prob_work` at the model's input size."""
+
+    prob: np.ndarray
+    prob_work: np.ndarray
+    threshold: float = 0.5
+    source: str | None = field(default=None, repr=False)
+
+    def mask(self, threshold: float | None = None) -> np.ndarray:
+        return self.prob > (self.threshold if threshold is None else threshold)
+
+    def mask_work(self, threshold: float | None = None) -> np.ndarray:
+        return self.prob_work > (self.threshold if threshold is None else threshold)
+
+    def par_at(self, threshold: float) -> float:
+        return float((self.prob_work > threshold).mean())
+
+    @property
+    def par(self) -> float:
+        """Artifact pixels / pixels on the 512x512 label map (the official definition)."""
+        return self.par_at(self.threshold)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.prob.shape[0], self.prob.shape[1]
+
+
+ImageLike = np.ndarray | Image.Image | str | os.PathLike | torch.Tensor
+
+
+class Detector:
+    """A loaded PAL segmenter plus the official pre/post-processing."""
+
+    def __init__(self, segmenter: torch.nn.Module, config: dict, device=None, dtype=None,
+                 resize: str | None = None, provenance: dict | None = None, source: str | None = None):
+        self.config = config
+        self.provenance = provenance or {}
+        self.source = source
+        self.device = torch.device(device) if device is not None else auto_device()
+        self.dtype = _as_dtype(dtype)
+        pre = config.get("preprocess", {})
+        size = pre.get("size", [512, 512])
+        self.input_size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size else None
+        self.resize = resize or pre.get("resize", "bicubic")
+        if self.resize not in ("bicubic", "bilinear"):
+            raise ValueError(f"resize={self.resize!r}: use 'bicubic' (official scripts) or 'bilinear' (mmseg test pipeline)")
+        self.mean = torch.tensor(pre.get("mean", [123.675, 116.28, 103.53]), dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(pre.get("std", [58.395, 57.12, 57.375]), dtype=torch.float32).view(1, 3, 1, 1)
+        self.segmenter = segmenter.eval().to(self.device, self.dtype)
+
+    def __repr__(self) -> str:
+        return f"Detector(source={self.source!r}, device={self.device}, dtype={self.dtype}, input_size={self.input_size})"
+
+    def to(self, device=None, dtype=None) -> Detector:
+        if device is not None:
+            self.device = torch.device(device)
+        if dtype is not None:
+            self.dtype = _as_dtype(dtype)
+        self.segmenter.to(self.device, self.dtype)
+        return self
+
+    # ------------------------------------------------------------------ preprocessing
+    def _resize_uint8(self, rgb: np.ndarray) -> np.ndarray:
+        if self.input_size is None or rgb.shape[:2] == self.input_size:
+            return rgb
+        h, w = self.input_size
+        if self.resize == "bilinear":
+            import cv2
+
+            return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """NCHW RGB on the 0..255 scale -> the segmenter's input (mmseg divides by std)."""
+        return (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def _to_uint8_list(self, images) -> tuple[list[np.ndarray], list[str | None]]:
+        if isinstance(images, torch.Tensor):
+            t = images.detach()
+            if t.ndim == 3:
+                t = t.unsqueeze(0)
+            if t.ndim != 4 or t.shape[-1] not in (1, 3, 4):
+                raise ValueError(f"image tensor of shape {tuple(images.shape)}: expected [H,W,C] or [B,H,W,C] (ComfyUI IMAGE)")
+            arr = (t[..., :3].float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+            if arr.shape[-1] == 1:
+                arr = np.repeat(arr, 3, axis=-1)
+            return list(arr), [None] * arr.shape[0]
+        if isinstance(images, (np.ndarray, Image.Image, str, os.PathLike)):
+            images = [images]
+        out, names = [], []
+        for im in images:
+            if isinstance(im, (str, os.PathLike)):
+                out.append(load_image(im))
+                names.append(str(im))
+            elif isinstance(im, Image.Image):
+                out.append(to_rgb_uint8(im))
+                names.append(None)
+            elif isinstance(im, torch.Tensor):
+                sub, subn = self._to_uint8_list(im)
+                out += sub
+                names += subn
+            else:
+                out.append(_ndarray_to_rgb_uint8(np.asarray(im)))
+                names.append(None)
+        return out, names
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised NCHW -> float32 logits at the input size (runs in the detector's dtype)."""
+        out = self.segmenter(x.to(self.device, self.dtype))
+        return out.float()
+
+    def detect(self, images, threshold: float = 0.5, batch_size: int = 4):
+        """One image -> Detection; a list or a [B,H,W,C] tensor -> list[Detection]."""
+        single = isinstance(images, (np.ndarray, Image.Image, str, os.PathLike)) or (
+            isinstance(images, torch.Tensor) and images.ndim == 3
+        )
+        rgbs, names = self._to_uint8_list(images)
+        results: list[Detection] = []
+        for start in range(0, len(rgbs), batch_size):
+            chunk = rgbs[start : start + batch_size]
+            sizes = [im.shape[:2] for im in chunk]
+            if self.input_size is None and len(set(sizes)) > 1:  # native-size mode cannot stack
+                for im in chunk:
+                    results += self._detect_group([im], threshold)
+                continue
+            results += self._detect_group(chunk, threshold)
+        for r, n in zip(results, names):
+            r.source = n
+        return results[0] if single else results
+
+    def _detect_group(self, rgbs: Sequence[np.ndarray], threshold: float) -> list[Detection]:
+        work = np.stack([self._resize_uint8(im) for im in rgbs])
+        x = torch.from_numpy(work).permute(0, 3, 1, 2).contiguous()
+        logits = self.logits(self.normalize(x.to(self.device)))
+        prob_work = torch.softmax(logits, dim=1)[:, 1]
+        out = []
+        for i, im in enumerate(rgbs):
+            h, w = im.shape[:2]
+            if (h, w) == tuple(logits.shape[-2:]):
+                prob = prob_work[i]
+            else:  # mmseg postprocess_result: resize logits to the source size, then softmax/argmax
+                li = F.interpolate(logits[i : i + 1], size=(h, w), mode="bilinear", align_corners=False)
+                prob = torch.softmax(li, dim=1)[0, 1]
+            out.append(Detection(prob=prob.cpu().numpy().astype(np.float32),
+                                 prob_work=prob_work[i].cpu().numpy().astype(np.float32), threshold=threshold))
+        return out
+
+    @torch.inference_mode()
+    def prob_maps(self, images: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+        """Host path: ComfyUI-style IMAGE [B,H,W,C] float 0..1 -> probability [B,H,W] float32, same device.
+
+        Resizing runs in torch (bicubic, antialiased, quantised to 8 bits like a saved image) so
+        the tensors never leave the device; it matches the PIL path to within interpolation
+        rounding.
+        """
+        if images.ndim == 3:
+            images = images.unsqueeze(0)
+        b, h, w, _ = images.shape
+        outs = []
+        for start in range(0, b, batch_size):
+            x = images[start : start + batch_size, ..., :3].to(self.device).float().movedim(-1, 1) * 255.0
+            x = x.clamp(0, 255).round()
+            if self.input_size is not None and (h, w) != self.input_size:
+                mode = "bicubic" if self.resize == "bicubic" else "bilinear"
+                x = F.interpolate(x, size=self.input_size, mode=mode, align_corners=False,
+                                  antialias=mode == "bicubic").clamp(0, 255).round()
+            logits = self.logits(self.normalize(x))
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            outs.append(torch.softmax(logits, dim=1)[:, 1])
+        return torch.cat(outs).to(images.device)
+
+    def par(self, images, threshold: float = 0.5) -> list[float]:
+        dets = self.detect(images, threshold=threshold)
+        dets = dets if isinstance(dets, list) else [dets]
+        return [d.par for d in dets]
+
+
+def _ndarray_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"image array of shape {arr.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = (arr.astype(np.float32) / 257.0).round().astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        out = (np.clip(arr, 0, 1) * 255.0).round().astype(np.uint8)
+    else:
+        raise ValueError(f"image array dtype {arr.dtype}: expected uint8, uint16 or float in 0..1")
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    return np.ascontiguousarray(out[..., :3])
+
+
+def resolve_source(source: str | os.PathLike | None) -> Path:
+    """A path, a registry name, or None (the bundled default) -> a local checkpoint path."""
+    if source is None:
+        source = DEFAULT_MODEL
+    p = Path(source).expanduser()
+    if p.is_file():
+        return p
+    try:
+        from .hub import resolve
+    except ImportError:  # hub support not installed in this build
+        resolve = None
+    if str(source) == DEFAULT_MODEL and (resolve is None):
+        return default_model_path()
+    if resolve is None:
+        raise FileNotFoundError(f"{source}: no such checkpoint file")
+    return Path(resolve(str(source)))
+
+
+def load_detector(source: str | os.PathLike | None = None, device=None, dtype=None,
+                  trust_torchscript: bool = False, resize: str | None = None,
+                  input_size: Iterable[int] | None | str = "config") -> Detector:
+    """Load a checkpoint (safetensors, mmseg .pth, or TorchScript with `trust_torchscript`) or a
+    registry name into a ready-to-use `Detector` on `device` (auto: cuda, mps, cpu)."""
+    from .checkpoint import build_from_checkpoint, load_checkpoint
+
+    path = resolve_source(source)
+    sd, config, prov = load_checkpoint(path, trust_torchscript=trust_torchscript)
+    if input_size != "config":
+        config = dict(config, preprocess=dict(config.get("preprocess", {}),
+                                              size=list(input_size) if input_size else None))
+    model = build_from_checkpoint(sd, config, with_aux=False)  # the aux head is training-only
+    return Detector(model, config, device=device, dtype=dtype, resize=resize, provenance=prov, source=str(path))
