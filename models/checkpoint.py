@@ -274,7 +274,13 @@ def infer_config(sd: Mapping[str, torch.Tensor], meta_config_text: str | None = 
             "dropout_ratio": mm_aux.get("dropout_ratio", 0.1),
             "concat_input": "auxiliary_head.conv_cat.conv.weight" in shape,
         }
-    return _complete({"backbone": backbone, "decode_head": decode_head, "auxiliary_head": aux})
+    config = {"backbone": backbone, "decode_head": decode_head, "auxiliary_head": aux}
+    test_cfg = mm.get("test_cfg") or {}
+    if test_cfg.get("mode") == "slide" and test_cfg.get("crop_size") and test_cfg.get("stride"):
+        # Only matters when feeding images at their own size; at the 512x512 default one window = whole.
+        config["test_cfg"] = {"mode": "slide", "crop_size": list(test_cfg["crop_size"]),
+                              "stride": list(test_cfg["stride"])}
+    return _complete(config)
 
 
 def _complete(config: dict) -> dict:

@@ -164,9 +164,16 @@ class Detector:
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised NCHW -> float32 logits at the input size (runs in the detector's dtype)."""
-        out = self.segmenter(x.to(self.device, self.dtype))
-        return out.float()
+        """Normalised NCHW -> float32 logits at the input size (runs in the detector's dtype).
+
+        Configs with mmseg's slide test mode (the ConvNeXt ones) use sliding windows; at the
+        default 512x512 input that is a single window, i.e. the same as whole mode.
+        """
+        x = x.to(self.device, self.dtype)
+        test_cfg = self.config.get("test_cfg") or {}
+        if test_cfg.get("mode") == "slide":
+            return slide_logits(self.segmenter, x, test_cfg["crop_size"], test_cfg["stride"]).float()
+        return self.segmenter(x).float()
 
     def detect(self, images, threshold: float = 0.5, batch_size: int = 4):
         """One image -> Detection; a list or a [B,H,W,C] tensor -> list[Detection]."""
@@ -233,6 +240,27 @@ class Detector:
         dets = self.detect(images, threshold=threshold)
         dets = dets if isinstance(dets, list) else [dets]
         return [d.par for d in dets]
+
+
+def slide_logits(segmenter, x: torch.Tensor, crop_size, stride) -> torch.Tensor:
+    """mmseg `slide_inference`: overlapping crops, logits summed and divided by the visit count."""
+    (h_crop, w_crop), (h_stride, w_stride) = crop_size, stride
+    b, _, h, w = x.shape
+    h_grids = max(h - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w - w_crop + w_stride - 1, 0) // w_stride + 1
+    preds = count = None
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y1, x1 = hi * h_stride, wi * w_stride
+            y2, x2 = min(y1 + h_crop, h), min(x1 + w_crop, w)
+            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+            out = segmenter(x[:, :, y1:y2, x1:x2]).float()
+            if preds is None:
+                preds = x.new_zeros((b, out.shape[1], h, w), dtype=torch.float32)
+                count = x.new_zeros((b, 1, h, w), dtype=torch.float32)
+            preds[:, :, y1:y2, x1:x2] += out
+            count[:, :, y1:y2, x1:x2] += 1
+    return preds / count
 
 
 def _ndarray_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
