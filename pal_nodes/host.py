@@ -1,0 +1,265 @@
+"""The only place that touches ComfyUI modules.
+
+Every function looks ComfyUI up lazily and falls back to a plain stand-in when it is not
+loaded, so the node classes can be imported and called in tests (and scripts) without
+ComfyUI. "Loaded" means already in `sys.modules`: ComfyUI imports these modules before any
+custom node runs, and importing them ourselves outside ComfyUI has side effects (CUDA probing,
+creating an input/ folder), which tests must not trigger.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+
+log = logging.getLogger("comfyui_pal")
+
+FOLDER_KEY = "pal"
+# folder_paths.supported_pt_extensions at v0.3.64; used when folder_paths is not loaded.
+_PT_EXTENSIONS = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+
+
+def _loaded(name: str):
+    return sys.modules.get(name)
+
+
+def in_comfy() -> bool:
+    return _loaded("comfy.model_management") is not None
+
+
+# --------------------------------------------------------------------------- model folder
+def register_model_folder() -> list[str]:
+    """Register `models/pal` with checkpoint extensions; returns the folder list (may be empty).
+
+    Robust to a user's extra_model_paths.yaml that already created `pal` with an empty
+    extension set (which would otherwise list every file, e.g. README.txt).
+    """
+    fp = _loaded("folder_paths")
+    if fp is None:
+        return []
+    default = os.path.join(fp.models_dir, FOLDER_KEY)
+    exts = set(getattr(fp, "supported_pt_extensions", _PT_EXTENSIONS))
+    entry = fp.folder_names_and_paths.get(FOLDER_KEY)
+    if entry is None:
+        fp.folder_names_and_paths[FOLDER_KEY] = ([default], exts)
+    else:
+        paths, ext_set = entry
+        if default not in paths:
+            paths.append(default)
+        if isinstance(ext_set, set):
+            ext_set.update(exts)
+        else:  # defensive: some forks store a list/tuple
+            fp.folder_names_and_paths[FOLDER_KEY] = (paths, set(ext_set) | exts)
+    return list(fp.folder_names_and_paths[FOLDER_KEY][0])
+
+
+def list_local_models() -> list[str]:
+    fp = _loaded("folder_paths")
+    if fp is None:
+        return []
+    try:
+        return list(fp.get_filename_list(FOLDER_KEY))
+    except KeyError:
+        register_model_folder()
+        return list(fp.get_filename_list(FOLDER_KEY))
+
+
+def local_model_path(name: str) -> str | None:
+    fp = _loaded("folder_paths")
+    if fp is None:
+        return None
+    try:
+        return fp.get_full_path(FOLDER_KEY, name)
+    except KeyError:
+        return None
+
+
+def download_dir() -> str | None:
+    """Where the hub should put downloads: the first `models/pal` folder."""
+    fp = _loaded("folder_paths")
+    if fp is None:
+        return None
+    try:
+        return fp.get_folder_paths(FOLDER_KEY)[0]
+    except (KeyError, IndexError):
+        return os.path.join(fp.models_dir, FOLDER_KEY)
+
+
+# --------------------------------------------------------------------------- devices
+def torch_device(choice: str = "auto"):
+    import torch
+
+    if choice == "cpu":
+        return torch.device("cpu")
+    mm = _loaded("comfy.model_management")
+    if mm is not None:
+        return mm.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device():
+    import torch
+
+    mm = _loaded("comfy.model_management")
+    return mm.unet_offload_device() if mm is not None else torch.device("cpu")
+
+
+def intermediate_device():
+    import torch
+
+    mm = _loaded("comfy.model_management")
+    return mm.intermediate_device() if mm is not None else torch.device("cpu")
+
+
+def pick_dtype(choice: str, device):
+    """'auto' -> fp16 where ComfyUI says the device does fp16 well, else fp32."""
+    import torch
+
+    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if choice in table:
+        return table[choice]
+    if getattr(device, "type", "cpu") == "cpu":
+        return torch.float32
+    mm = _loaded("comfy.model_management")
+    if mm is not None:
+        try:
+            if mm.should_use_fp16(device=device):
+                return torch.float16
+        except Exception:  # older/newer signature: fp32 is always correct
+            pass
+    return torch.float32
+
+
+def free_memory_for(num_bytes: int, device) -> None:
+    mm = _loaded("comfy.model_management")
+    if mm is not None and getattr(device, "type", "cpu") != "cpu":
+        mm.free_memory(num_bytes, device)
+
+
+def soft_empty_cache() -> None:
+    mm = _loaded("comfy.model_management")
+    if mm is not None:
+        mm.soft_empty_cache()
+
+
+# --------------------------------------------------------------------------- progress / interrupt
+class _NullProgress:
+    def __init__(self, total, node_id=None):
+        self.total, self.current = total, 0
+
+    def update_absolute(self, value, total=None, preview=None):
+        self.total = total if total is not None else self.total
+        self.current = min(value, self.total)
+
+    def update(self, value):
+        self.update_absolute(self.current + value)
+
+
+def progress_bar(total: int, node_id=None):
+    """comfy.utils.ProgressBar (its server hook also raises on interrupt) or a no-op."""
+    utils = _loaded("comfy.utils")
+    cls = getattr(utils, "ProgressBar", None) if utils is not None else None
+    return (cls or _NullProgress)(max(int(total), 1), node_id=node_id)
+
+
+def check_interrupt() -> None:
+    mm = _loaded("comfy.model_management")
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
+
+
+# --------------------------------------------------------------------------- graph control
+class Blocked:
+    """Stand-in for ComfyUI's ExecutionBlocker when ComfyUI is not loaded."""
+
+    def __init__(self, message=None):
+        self.message = message
+
+    def __repr__(self):
+        return f"Blocked({self.message!r})"
+
+
+def execution_blocker(message=None):
+    """Stops the downstream branch silently (message None) instead of passing an empty list,
+    which would make ComfyUI call the next node with no arguments."""
+    gu = _loaded("comfy_execution.graph_utils")
+    cls = getattr(gu, "ExecutionBlocker", None) if gu is not None else None
+    return (cls or Blocked)(message)
+
+
+def is_blocked(value) -> bool:
+    return type(value).__name__ in ("ExecutionBlocker", "Blocked")
+
+
+# --------------------------------------------------------------------------- UI previews
+def save_previews(images_u8, prefix: str = "pal_overlay") -> list[dict]:
+    """Write uint8 HxWx3 arrays as PNGs into ComfyUI's temp dir (PreviewImage pattern).
+
+    Outside ComfyUI there is nowhere to show them, so nothing is written.
+    """
+    fp = _loaded("folder_paths")
+    if fp is None:
+        return []
+    from PIL import Image
+
+    tmp = fp.get_temp_directory()
+    os.makedirs(tmp, exist_ok=True)
+    out = []
+    tag = uuid.uuid4().hex[:8]
+    for i, arr in enumerate(images_u8):
+        name = f"{prefix}_{tag}_{i:04d}.png"
+        Image.fromarray(arr).save(os.path.join(tmp, name), compress_level=1)
+        out.append({"filename": name, "subfolder": "", "type": "temp"})
+    return out
+
+
+# --------------------------------------------------------------------------- sampling
+def sampler_names() -> list[str]:
+    samplers = _loaded("comfy.samplers")
+    if samplers is not None:
+        return list(samplers.KSampler.SAMPLERS)
+    return ["euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "ddim", "uni_pc"]
+
+
+def scheduler_names() -> list[str]:
+    samplers = _loaded("comfy.samplers")
+    if samplers is not None:
+        return list(samplers.KSampler.SCHEDULERS)
+    return ["normal", "karras", "exponential", "sgm_uniform", "simple", "ddim_uniform"]
+
+
+def _core_nodes():
+    nodes = _loaded("nodes")
+    if nodes is None or not hasattr(nodes, "common_ksampler"):
+        raise RuntimeError(
+            "PALAutoFix needs ComfyUI's sampler (nodes.common_ksampler); it is only available inside "
+            "ComfyUI. Outside ComfyUI pass `sampler=` to PALAutoFix.fix or use the `pal fix` CLI."
+        )
+    return nodes
+
+
+class ComfySampler:
+    """Inpaints a crop batch with the host's own VAE + KSampler (VAEEncodeForInpaint path)."""
+
+    def __init__(self, model, vae, positive, negative, seed, steps, cfg, sampler_name, scheduler,
+                 denoise, grow_mask_by=6):
+        self.model, self.vae = model, vae
+        self.positive, self.negative = positive, negative
+        self.seed, self.steps, self.cfg = seed, steps, cfg
+        self.sampler_name, self.scheduler, self.denoise = sampler_name, scheduler, denoise
+        self.grow_mask_by = grow_mask_by
+
+    def __call__(self, crops, masks, seed_offset: int = 0):
+        """crops [N,H,W,3] 0..1, masks [N,H,W] -> inpainted [N,H,W,3] (same size)."""
+        nodes = _core_nodes()
+        (latent,) = nodes.VAEEncodeForInpaint().encode(self.vae, crops, masks, self.grow_mask_by)
+        (latent,) = nodes.common_ksampler(
+            self.model, self.seed + seed_offset, self.steps, self.cfg, self.sampler_name, self.scheduler,
+            self.positive, self.negative, latent, denoise=self.denoise,
+        )
+        out = self.vae.decode(latent["samples"])
+        if out.ndim == 5:  # video VAEs return [B,T,H,W,C]
+            out = out.reshape(-1, *out.shape[-3:])
+        return out
