@@ -100,12 +100,19 @@ def iter_image_paths(inputs: Iterable[str | os.PathLike], recursive: bool = Fals
             yield p
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write bytes via a temp file in the same folder + os.replace, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs should look like normal files
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

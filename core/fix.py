@@ -1,0 +1,242 @@
+"""Zoom-in fix: detect -> components -> crops -> inpaint -> composite, optionally PAR-guarded, in rounds.
+
+Host-free. ``fix_image`` / ``fix_images`` drive any detector with the contract's interface
+(``detect(img)`` -> object with ``.prob`` HxW float at the original size and ``.par``) and any
+``Inpainter``. Hosts that run their own sampler use ``plan_crops`` / ``extract_crops`` /
+``composite`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from .components import to_float_mask
+from .composite import composite
+from .crop import CropPlan, as_image_list, extract_crops, plan_crops
+from .inpainters import Inpainter, make_inpainter
+from .par import par as par_of_mask
+
+
+@dataclass
+class FixOptions:
+    zoom: float = 1.5  # crop side = zoom * longest component side
+    size: int = 512  # working size of every crop (multiple of 8; 1024 for SDXL)
+    min_side: int = 64  # smallest crop side in original pixels
+    overflow: str = "fit"  # crop larger than the image: "fit" (shrink) or "pad" (reflect-pad)
+    dilate: int | str = "auto"  # "auto" = official 5x5 kernel x5 at 512 scale; pixels; 0 = off
+    threshold: float = 0.5  # probability threshold for the artifact mask
+    min_area: int = 0  # drop components with fewer artifact pixels (before dilation)
+    max_regions: int = 8  # keep at most this many components per image per round
+    order: str = "area"  # "area" (largest first) or "score" (PAR contribution)
+    merge_overlap: float | None = None  # merge components whose crops overlap this much
+    feather: int | str = "auto"  # blend fade in original pixels; "auto" ~ crop side / 16
+    color_match: bool = False  # match the patch's Lab mean/std to the ring around the mask
+    guard: bool = False  # re-detect and keep a crop only if its artifact ratio went down
+    rounds: int = 1  # repeat detect -> fix (needs a detector beyond round 1)
+
+    def plan_kwargs(self) -> dict:
+        return dict(
+            zoom=self.zoom, size=self.size, min_side=self.min_side, overflow=self.overflow,
+            dilate=self.dilate, threshold=self.threshold, min_area=self.min_area,
+            max_regions=self.max_regions, order=self.order, merge_overlap=self.merge_overlap,
+            feather=self.feather,
+        )
+
+    @classmethod
+    def from_any(cls, options=None, **overrides) -> FixOptions:
+        base = options if isinstance(options, FixOptions) else cls(**(options or {}))
+        names = {f.name for f in fields(cls)}
+        unknown = set(overrides) - names
+        if unknown:
+            raise TypeError(f"unknown fix option(s) {sorted(unknown)}; valid: {sorted(names)}")
+        return cls(**{**asdict(base), **overrides})
+
+
+@dataclass
+class FixResult:
+    image: np.ndarray  # fixed image, same dtype/shape as the input
+    report: dict  # JSON-able: par_before/par_after, status, crops (original-pixel boxes)
+    mask: np.ndarray  # bool HxW artifact mask the first round worked from
+    changed: np.ndarray  # float32 HxW, max blend alpha applied (0 = pixel untouched)
+    plans: list[CropPlan] = field(default_factory=list)  # one per round run
+
+
+def _u8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    return np.clip(np.rint(img.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def _is_detector(x) -> bool:
+    return hasattr(x, "detect") and callable(x.detect)
+
+
+def _resolve_detector(source):
+    if source is None or isinstance(source, (str, os.PathLike)):
+        from ..models import load_detector  # lazy: torch/timm only when a detector is needed
+
+        return load_detector(None if source is None else str(source))
+    return source
+
+
+def _detect(detector, images: list[np.ndarray]) -> list:
+    return [detector.detect(_u8(im)) for im in images]
+
+
+def _artifact_ratio(prob: np.ndarray, box, threshold: float) -> float:
+    x0, y0, x1, y1 = box
+    sub = prob[y0:y1, x0:x1]
+    return float((sub > threshold).mean()) if sub.size else 0.0
+
+
+def fix_images(images, detector_or_masks=None, inpainter: Inpainter | str = "opencv", options=None,
+               *, detector=None, **overrides) -> list[FixResult]:
+    """Fix a batch; all crops of all images go to the inpainter together, once per round.
+
+    ``detector_or_masks``: a detector (has ``.detect``), a detector source for
+    ``comfyui_pal.models.load_detector`` (None = bundled default, a path or registry name), or
+    masks (one per image, or one for all; any size; bool/uint8/float). With masks, an optional
+    ``detector=`` measures PAR, enables ``guard`` and drives rounds after the first.
+    """
+    opts = FixOptions.from_any(options, **overrides)
+    ims = as_image_list(images)
+    inp = make_inpainter(inpainter)
+    if _is_detector(detector_or_masks) or detector_or_masks is None or isinstance(
+        detector_or_masks, (str, os.PathLike)
+    ):
+        det = _resolve_detector(detector_or_masks)
+        user_masks = None
+    else:
+        det = _resolve_detector(detector) if detector is not None else None
+        ms = detector_or_masks
+        if hasattr(ms, "detach") or isinstance(ms, np.ndarray):
+            ms = np.asarray(ms.detach().cpu() if hasattr(ms, "detach") else ms)
+            batch = ms.ndim == 4 or (
+                ms.ndim == 3 and ms.shape[0] == len(ims) and (len(ims) > 1 or ms.shape[-1] not in (1, 3, 4))
+            )
+            ms = list(ms) if batch else [ms]
+        elif not isinstance(ms, (list, tuple)):
+            ms = [np.asarray(ms)]  # e.g. a PIL image
+        ms = list(ms) * len(ims) if len(ms) == 1 else list(ms)
+        if len(ms) != len(ims):
+            raise ValueError(f"got {len(ms)} masks for {len(ims)} images")
+        user_masks = [to_float_mask(m, im.shape[:2]) for m, im in zip(ms, ims)]
+    if opts.guard and det is None:
+        raise ValueError("guard=True needs a detector to re-measure the artifacts; pass detector=...")
+    if opts.rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {opts.rounds}")
+
+    n = len(ims)
+    cur = [im.copy() for im in ims]
+    dets = _detect(det, cur) if det is not None else None
+    first_masks = (
+        [m > opts.threshold for m in user_masks] if user_masks is not None
+        else [np.asarray(d.prob) > opts.threshold for d in dets]
+    )
+    par_before = [float(d.par) for d in dets] if dets is not None else [par_of_mask(m) for m in first_masks]
+    changed = [np.zeros(im.shape[:2], np.float32) for im in ims]
+    crops_report: list[list[dict]] = [[] for _ in range(n)]
+    infos: list[list[dict]] = [[] for _ in range(n)]
+    plans: list[CropPlan] = []
+    max_rounds = opts.rounds if det is not None else 1  # without a detector there is nothing to re-find
+    for rnd in range(max_rounds):
+        if rnd == 0 and user_masks is not None:
+            masks = user_masks
+        else:
+            masks = [np.asarray(d.prob, dtype=np.float32) for d in dets]
+        plan = plan_crops(cur, masks, **opts.plan_kwargs())
+        for i, info in enumerate(plan.images):
+            infos[i].append({"round": rnd, **info})
+        if plan.n_active == 0:
+            break
+        plans.append(plan)
+        crops, cmasks = extract_crops(cur, plan)
+        patches = inp.inpaint(crops, cmasks)
+        cand, alphas = composite(cur, plan, patches, color_match=opts.color_match, return_alpha=True)
+        kept = [True] * len(plan.crops)
+        ratios: list[tuple[float, float] | None] = [None] * len(plan.crops)
+        if opts.guard:
+            new_dets = _detect(det, cand)
+            for ci, c in enumerate(plan.crops):
+                b = _artifact_ratio(np.asarray(dets[c.image_index].prob), c.box, opts.threshold)
+                a = _artifact_ratio(np.asarray(new_dets[c.image_index].prob), c.box, opts.threshold)
+                ratios[ci] = (b, a)
+                kept[ci] = a < b
+            if all(kept):
+                cur, dets = cand, new_dets
+            else:
+                include = [ci for ci, k in enumerate(kept) if k]
+                cand2, alphas = composite(cur, plan, patches, color_match=opts.color_match,
+                                          include=include, return_alpha=True)
+                redo = []
+                for i in range(n):
+                    mine = [ci for ci, c in enumerate(plan.crops) if c.image_index == i]
+                    if all(kept[ci] for ci in mine):
+                        cur[i], dets[i] = cand[i], new_dets[i]
+                    elif any(kept[ci] for ci in mine):
+                        cur[i] = cand2[i]
+                        redo.append(i)
+                    # none kept: image and detection stay as they were
+                for i, d in zip(redo, _detect(det, [cur[i] for i in redo])):
+                    dets[i] = d
+        else:
+            cur = cand
+            if det is not None:
+                dets = _detect(det, cur)
+        for i in range(n):
+            np.maximum(changed[i], alphas[i], out=changed[i])
+        for ci, c in enumerate(plan.crops):
+            entry = {
+                "round": rnd, "box": list(c.box), "component_bbox": list(c.component_bbox),
+                "padding": list(c.padding), "side": c.side, "scale": round(c.scale, 6),
+                "area": c.area, "score": round(c.score, 8), "feather": c.feather, "kept": kept[ci],
+            }
+            if ratios[ci] is not None:
+                entry["artifact_ratio_before"] = round(ratios[ci][0], 6)
+                entry["artifact_ratio_after"] = round(ratios[ci][1], 6)
+            crops_report[c.image_index].append(entry)
+        if not any(kept):
+            break  # the guard rejected everything; another round would retry the same crops
+
+    results = []
+    for i in range(n):
+        h, w = ims[i].shape[:2]
+        crs = crops_report[i]
+        n_kept = sum(c["kept"] for c in crs)
+        status = "no_artifacts" if not crs else ("fixed" if n_kept else "rejected")
+        report = {
+            "width": w, "height": h, "status": status,
+            "par_before": round(par_before[i], 6),
+            "par_after": round(float(dets[i].par), 6) if dets is not None else None,
+            "par_source": "detector" if det is not None else "mask",
+            "inpainter": getattr(inp, "name", type(inp).__name__),
+            "rounds_run": len({c["round"] for c in crs}),
+            "n_crops": len(crs), "n_kept": n_kept,
+            "components": infos[i],
+            "crops": crs,
+            "options": asdict(opts),
+        }
+        results.append(FixResult(cur[i], report, first_masks[i], changed[i], plans))
+    return results
+
+
+def fix_image(image, detector_or_mask=None, inpainter: Inpainter | str = "opencv", options=None,
+              *, detector=None, **overrides) -> FixResult:
+    """Fix one image (HxWx3 uint8/float array, torch tensor, PIL image or path). See ``fix_images``."""
+    if isinstance(image, (str, os.PathLike)):
+        from .imageio import load_image
+
+        image = load_image(image)
+    elif hasattr(image, "convert") and not isinstance(image, np.ndarray):  # PIL
+        from .imageio import to_rgb_uint8
+
+        image = to_rgb_uint8(image)
+    dm = detector_or_mask
+    if not (dm is None or _is_detector(dm) or isinstance(dm, (str, os.PathLike))):
+        dm = [dm]
+    return fix_images([image], dm, inpainter, options, detector=detector, **overrides)[0]
