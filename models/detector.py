@@ -212,17 +212,18 @@ class Detector:
         return out
 
     @torch.inference_mode()
-    def prob_maps(self, images: torch.Tensor, batch_size: int = 4) -> torch.Tensor:
+    def prob_maps(self, images: torch.Tensor, batch_size: int = 4, return_work: bool = False):
         """Host path: ComfyUI-style IMAGE [B,H,W,C] float 0..1 -> probability [B,H,W] float32, same device.
 
         Resizing runs in torch (bicubic, antialiased, quantised to 8 bits like a saved image) so
         the tensors never leave the device; it matches the PIL path to within interpolation
-        rounding.
+        rounding. `return_work=True` also returns the working-size maps [B,512,512], on which
+        PAR is defined (`(work > threshold).mean()`), as a tuple (prob, work).
         """
         if images.ndim == 3:
             images = images.unsqueeze(0)
         b, h, w, _ = images.shape
-        outs = []
+        outs, works = [], []
         for start in range(0, b, batch_size):
             x = images[start : start + batch_size, ..., :3].to(self.device).float().movedim(-1, 1) * 255.0
             x = x.clamp(0, 255).round()
@@ -231,10 +232,13 @@ class Detector:
                 x = F.interpolate(x, size=self.input_size, mode=mode, align_corners=False,
                                   antialias=mode == "bicubic").clamp(0, 255).round()
             logits = self.logits(self.normalize(x))
+            if return_work:
+                works.append(torch.softmax(logits, dim=1)[:, 1])
             if logits.shape[-2:] != (h, w):
                 logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
             outs.append(torch.softmax(logits, dim=1)[:, 1])
-        return torch.cat(outs).to(images.device)
+        prob = torch.cat(outs).to(images.device)
+        return (prob, torch.cat(works).to(images.device)) if return_work else prob
 
     def par(self, images, threshold: float = 0.5) -> list[float]:
         dets = self.detect(images, threshold=threshold)

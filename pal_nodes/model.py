@@ -94,8 +94,13 @@ class PalModel:
         return sum(p.numel() * p.element_size() for p in seg.parameters())
 
     def prob_maps(self, images, progress=None, chunk: int = 4):
-        """IMAGE [B,H,W,3] -> artifact probability [B,H,W] (float32, intermediate device).
+        """IMAGE [B,H,W,3] -> artifact probability [B,H,W] (float32, intermediate device)."""
+        return self.prob_and_pars(images, None, progress=progress, chunk=chunk)[0]
 
+    def prob_and_pars(self, images, threshold, progress=None, chunk: int = 4):
+        """IMAGE [B,H,W,3] -> (probability [B,H,W], PAR per image or None if threshold is None).
+
+        PAR is the CLI's (`Detection.par`): prob > threshold on the 512x512 working map.
         The network is moved to the compute device for the call and back afterwards (offload when
         idle); chunks keep peak memory bounded and give interruption points.
         """
@@ -105,19 +110,21 @@ class PalModel:
         if not self._pinned:
             host.free_memory_for(self._bytes() * 3 + images[:chunk].numel() * 4 * 64, target)
         _move(self.detector, target)
-        outs = []
+        outs, pars = [], []
         try:
             for s in range(0, images.shape[0], chunk):
                 host.check_interrupt()
                 with torch.inference_mode():
-                    p = self.detector.prob_maps(images[s:s + chunk].to(target))
+                    p, work = self.detector.prob_maps(images[s:s + chunk].to(target), return_work=True)
                 outs.append(p.float().to(host.intermediate_device()))
+                if threshold is not None:
+                    pars += [float((w > threshold).float().mean().item()) for w in work]
                 if progress is not None:
                     progress.update(min(chunk, images.shape[0] - s))
         finally:
             if not self._pinned:
                 self._offload()
-        return torch.cat(outs, 0)
+        return torch.cat(outs, 0), (pars if threshold is not None else None)
 
     def _offload(self):
         if self.offload:
@@ -136,20 +143,6 @@ class PalModel:
             self._pinned -= 1
             if not self._pinned:
                 self._offload()
-
-    def par_from_prob(self, prob_hw, threshold: float = 0.5) -> float:
-        """PAR like the CLI (`Detection.par`): prob > threshold on the working-size map (official 512x512).
-
-        prob_maps gives maps at the image size, so they are resized back to the working size first;
-        at 512x512 inputs this is exact, elsewhere it differs from the CLI by interpolation only.
-        """
-        import torch.nn.functional as F
-
-        h, w = self.input_size
-        p = prob_hw.float()
-        if tuple(p.shape) != (h, w):
-            p = F.interpolate(p[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        return float((p > threshold).float().mean().item())
 
 
 def load(name: str, device_choice: str = "auto", dtype_choice: str = "auto",

@@ -101,8 +101,7 @@ class PALDetect:
 
         img = T.check_image(image)
         pbar = host.progress_bar(img.shape[0], unique_id)
-        prob = pal_model.prob_maps(img, progress=pbar)
-        pars = [pal_model.par_from_prob(prob[i], threshold) for i in range(img.shape[0])]
+        prob, pars = pal_model.prob_and_pars(img, threshold, progress=pbar)
         mask = T.dilate((prob > threshold).float(), int(dilation))
         ui = {"pal_par": pars, "text": [_fmt_pars(pars)], "images": []}
         if preview:
@@ -147,8 +146,7 @@ class PALScore:
             pars = [T.mask_par(m[i], threshold) for i in range(b)]
             source = "mask"
         elif pal_model is not None:
-            prob = pal_model.prob_maps(img, progress=host.progress_bar(b, unique_id))
-            pars = [pal_model.par_from_prob(prob[i], threshold) for i in range(b)]
+            _, pars = pal_model.prob_and_pars(img, threshold, progress=host.progress_bar(b, unique_id))
             source = f"model {pal_model.name}"
         else:
             raise ValueError("PAL Score: connect either a pal_model or a mask (neither is connected)")
@@ -217,8 +215,7 @@ class PALSortByPAR:
             scores = []
             for t in images:  # one detector call per input tensor (a batch shares its size)
                 t = T.check_image(t)
-                prob = pm.prob_maps(t, progress=pbar)
-                scores.extend(pm.par_from_prob(prob[i], threshold) for i in range(t.shape[0]))
+                scores.extend(pm.prob_and_pars(t, threshold, progress=pbar)[1])
         else:
             raise ValueError("PAL Sort By PAR: connect either a pal_model or pars (neither is connected)")
         descending = order.startswith("descending")

@@ -328,5 +328,5 @@ class _FixDetector:
 
         host.check_interrupt()
         t = torch.from_numpy(image_u8).float().div(255.0)[None]
-        prob = self.pm.prob_maps(t)[0]
-        return self._Det(prob.cpu().numpy(), self.pm.par_from_prob(prob, self.threshold))
+        prob, pars = self.pm.prob_and_pars(t, self.threshold)
+        return self._Det(prob[0].cpu().numpy(), pars[0])
