@@ -75,7 +75,7 @@ class ConvNeXt(nn.Module):
 
     def __init__(self, depths=(3, 3, 9, 3), channels=(96, 192, 384, 768), in_channels: int = 3,
                  stem_patch_size: int = 4, out_indices=(0, 1, 2, 3), drop_path_rate: float = 0.0,
-                 layer_scale_init_value: float = 1e-6, with_cp: bool = False, **_ignored):
+                 layer_scale_init_value: float = 1e-6, with_cp: bool = False):
         super().__init__()
         if len(depths) != len(channels):
             raise ValueError(f"ConvNeXt depths {list(depths)} and channels {list(channels)} differ in length")
@@ -85,7 +85,7 @@ class ConvNeXt(nn.Module):
             nn.Conv2d(in_channels, channels[0], stem_patch_size, stride=stem_patch_size),
             LayerNorm2d(channels[0]),
         )])
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         idx = 0
         for i, (depth, ch) in enumerate(zip(depths, channels)):

@@ -330,7 +330,7 @@ def create_model(preset_name_or_config="pal4vst-swin-b-w12", aux_head: bool = Tr
     cfg = resolve_config(config)
     if not aux_head:
         cfg["auxiliary_head"] = None
-    backbone = BACKBONES[cfg["backbone"]["type"]][2](cfg["backbone"])
+    backbone = BACKBONES[cfg["backbone"]["type"]][2]({k: v for k, v in cfg["backbone"].items() if k != "type"})
     _check_in_channels(cfg, list(backbone.out_channels))
     if cfg["backbone"]["type"] == "timm":
         cfg["backbone"]["out_indices"] = list(backbone.out_indices)

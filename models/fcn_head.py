@@ -15,7 +15,7 @@ class FCNHead(nn.Module):
 
     def __init__(self, in_channels: int, channels: int = 256, in_index: int = 2, num_convs: int = 1,
                  kernel_size: int = 3, concat_input: bool = False, num_classes: int = 2,
-                 dropout_ratio: float = 0.1, **_ignored):
+                 dropout_ratio: float = 0.1):
         super().__init__()
         self.in_index = in_index
         self.concat_input = concat_input

@@ -96,7 +96,13 @@ def _relative_position_index(window: int) -> torch.Tensor:
 
 
 class WindowMSA(nn.Module):
-    """Window multi-head self-attention with relative position bias (mmseg ``WindowMSA``)."""
+    """Window multi-head self-attention with relative position bias (mmseg ``WindowMSA``).
+
+    ``fused_attn`` (default False) switches to ``F.scaled_dot_product_attention``; the default
+    explicit softmax path is bit-identical to mmseg.
+    """
+
+    fused_attn = False
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
@@ -119,10 +125,20 @@ class WindowMSA(nn.Module):
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        q = q * self.scale
-        attn = q @ k.transpose(-2, -1)
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, -1).permute(2, 0, 1)
+        if self.fused_attn:
+            # Optional SDPA path: same maths, different rounding (~1e-6); off by default.
+            if mask is not None:
+                nw = mask.shape[0]
+                bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).repeat(bw // nw, 1, 1, 1)
+            else:
+                bias = bias.unsqueeze(0).expand(bw, -1, -1, -1)
+            drop = self.attn_drop.p if self.training else 0.0
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=self.scale)
+            return self.proj_drop(self.proj(x.transpose(1, 2).reshape(bw, n, c)))
+        q = q * self.scale
+        attn = q @ k.transpose(-2, -1)
         attn = attn + bias.unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
@@ -251,7 +267,7 @@ class SwinTransformer(nn.Module):
                  mlp_ratio: float = 4, patch_size: int = 4, in_channels: int = 3, strides=(4, 2, 2, 2),
                  out_indices=(0, 1, 2, 3), qkv_bias: bool = True, qk_scale: float | None = None,
                  patch_norm: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, with_cp: bool = False, **_ignored):
+                 drop_path_rate: float = 0.1, with_cp: bool = False):
         super().__init__()
         num_layers = len(depths)
         if len(num_heads) != num_layers or len(strides) != num_layers:
@@ -262,7 +278,7 @@ class SwinTransformer(nn.Module):
         self.out_indices = tuple(out_indices)
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size, strides[0], patch_norm)
         self.drop_after_pos = nn.Dropout(drop_rate)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.stages = nn.ModuleList()
         c = embed_dims
         self.num_features = []
@@ -289,6 +305,13 @@ class SwinTransformer(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+    def set_fused_attn(self, enable: bool = True) -> SwinTransformer:
+        """Use SDPA for window attention (faster on some devices; not bit-identical to mmseg)."""
+        for m in self.modules():
+            if isinstance(m, WindowMSA):
+                m.fused_attn = bool(enable)
+        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x, hw = self.patch_embed(x)

@@ -23,7 +23,7 @@ class TimmBackbone(nn.Module):
     """
 
     def __init__(self, model_name: str, out_indices=None, kwargs: dict | None = None,
-                 pretrained_path: str | None = None, **_ignored):
+                 pretrained_path: str | None = None):
         super().__init__()
         import timm  # local import: keep ``import comfyui_pal`` light
 

@@ -32,7 +32,7 @@ class UPerHead(nn.Module):
     """mmseg ``UPerHead``: returns class logits at the resolution of the first feature (1/4)."""
 
     def __init__(self, in_channels, channels: int = 512, pool_scales=(1, 2, 3, 6), num_classes: int = 2,
-                 dropout_ratio: float = 0.1, in_index=None, align_corners: bool = False, **_ignored):
+                 dropout_ratio: float = 0.1, in_index=None, align_corners: bool = False):
         super().__init__()
         self.in_channels = list(in_channels)
         self.in_index = list(in_index) if in_index is not None else list(range(len(self.in_channels)))

@@ -1,0 +1,248 @@
+"""Network tests: the plain-torch PAL4VST models against mmseg's own outputs (tiny fixtures),
+official state-dict layouts (key manifests), config handling and the generic timm path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from comfyui_pal.models.factory import (
+    PRESETS,
+    config_from_mmseg,
+    create_model,
+    list_presets,
+    resolve_config,
+)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+FIX = Path(__file__).parent / "fixtures"
+TINY = ["tiny_swin_upernet_w7", "tiny_swin_upernet_w12", "tiny_convnext_upernet"]
+MANIFESTS = {
+    "pal4vst-swin-b-w12": "swin-large_upernet_unified_512x512.keys.json",
+    "pal4vst-convnext-tiny": "convnext-tiny_upernet_unified_512x512.keys.json",
+    "pal4vst-convnext-large": "convnext-large_upernet_unified_512x512.keys.json",
+}
+ATOL = 1e-4
+NEAR_TIE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return np.load(FIX / "inputs.npz")
+
+
+def _tiny_model(name: str):
+    cfg = config_from_mmseg(json.loads((FIX / f"{name}.config.json").read_text()))
+    model = create_model(cfg)
+    sd = torch.load(FIX / f"{name}.pth", map_location="cpu", weights_only=True)["state_dict"]
+    # Freshly built buffers (used when training from scratch) equal mmseg's.
+    fresh = model.state_dict()
+    for k in sd:
+        if k.endswith("relative_position_index"):
+            assert torch.equal(fresh[k], sd[k]), k
+    model.load_state_dict(sd, strict=True)
+    return model.eval(), cfg
+
+
+def _run_case(model, cfg, x: torch.Tensor, case: str, exp) -> dict[str, torch.Tensor]:
+    """Every array that mmseg stored for this case, computed with our model."""
+    with torch.inference_mode():
+        feats = model.extract_feat(x)
+        out = {f"{case}_backbone_out{i}": f for i, f in enumerate(feats)}
+        train = model.forward_train(x)
+        out[f"{case}_decode_logits"] = train["out"]
+        out[f"{case}_aux_logits"] = train["aux"]
+        logits = model(x)
+        out[f"{case}_logits"] = logits
+        out[f"{case}_mask"] = logits
+        if f"{case}_seg_logits_ori" in exp.files or f"{case}_pred_ori" in exp.files:
+            # mmseg postprocess_result: bilinear resize of the logits to the source size, then argmax.
+            src = exp[f"{case}_pred_ori"].shape[-2:]
+            ori = F.interpolate(logits, size=src, mode="bilinear", align_corners=False)
+            out[f"{case}_seg_logits_ori"] = ori
+            out[f"{case}_pred_ori"] = ori
+        if f"{case}_slide_logits" in exp.files:
+            tc = cfg["test_cfg"]
+            slide = model.slide_inference(x, tc["crop_size"], tc["stride"])
+            out[f"{case}_slide_logits"] = slide
+            out[f"{case}_slide_mask"] = slide
+    return out
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_tiny_fixture_matches_mmseg(name, inputs):
+    model, cfg = _tiny_model(name)
+    exp = np.load(FIX / f"{name}.expected.npz")
+    checked = set()
+    for case in "AB":
+        mine = _run_case(model, cfg, torch.from_numpy(inputs[f"{case}_input"]), case, exp)
+        for key in exp.files:
+            if not key.startswith(case):
+                continue
+            assert key in mine, f"{name}: expected array {key} is not produced"
+            ref, got = exp[key], mine[key]
+            if ref.dtype == np.float32:
+                err = float((got - torch.from_numpy(ref)).abs().max())
+                assert got.shape == ref.shape, (key, tuple(got.shape), ref.shape)
+                assert err <= ATOL, f"{name} {key}: max|diff| {err:.3g} > {ATOL}"
+            else:  # a mask: argmax of the logits stored under `got`; ignore near-tie pixels
+                assert got.shape[-2:] == ref.shape[-2:], key
+                top2 = got.topk(2, dim=1).values
+                decided = (top2[:, 0] - top2[:, 1]) > NEAR_TIE
+                pred = got.argmax(1).numpy().astype(ref.dtype)
+                assert (pred == ref)[decided.numpy()].all(), f"{name} {key}: mask differs off near-ties"
+                assert decided.float().mean() > 0.99, key
+            checked.add(key)
+    assert len(checked) == len(exp.files)
+
+
+def test_fused_attention_option_matches(inputs):
+    model, _ = _tiny_model("tiny_swin_upernet_w12")
+    exp = np.load(FIX / "tiny_swin_upernet_w12.expected.npz")
+    model.backbone.set_fused_attn(True)
+    with torch.inference_mode():
+        dec = model.forward_train(torch.from_numpy(inputs["B_input"]))["out"]
+    assert float((dec - torch.from_numpy(exp["B_decode_logits"])).abs().max()) <= ATOL
+
+
+def test_tiny_batch_and_train_mode_shapes():
+    model, _ = _tiny_model("tiny_swin_upernet_w7")
+    x = torch.randn(2, 3, 38, 50)
+    with torch.inference_mode():
+        one = model(x[:1])
+        both = model(x)
+    assert both.shape == (2, 2, 38, 50)
+    assert torch.allclose(both[:1], one, atol=1e-5)
+    model.train()
+    out = model.forward_train(x)
+    assert out["out"].shape == (2, 2, 10, 13) and out["aux"].shape == (2, 2, 3, 4)
+    (out["out"].mean() + out["aux"].mean()).backward()
+    assert model.backbone.patch_embed.projection.weight.grad is not None
+    assert model.backbone.stages[0].blocks[0].attn.w_msa.relative_position_bias_table.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("preset", sorted(MANIFESTS))
+def test_preset_matches_official_key_manifest(preset):
+    man = json.loads((FIX / MANIFESTS[preset]).read_text())
+    ref = {e["key"]: (tuple(e["shape"]), e["dtype"]) for e in man["keys"]}
+    # Built on the meta device: exact keys/shapes/dtypes without allocating or initialising ~1 GB.
+    with torch.device("meta"):
+        model = create_model(preset)
+    sd = model.state_dict()
+    mine = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in sd.items()}
+    assert len(mine) == man["num_keys"]
+    assert mine == ref
+    assert sum(p.numel() for p in model.parameters()) == man["num_parameters"]
+    zeros = {k: torch.zeros(s, dtype=getattr(torch, d)) for k, (s, d) in ref.items()}
+    result = model.load_state_dict(zeros, strict=True, assign=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert model.config["name"] == preset and model.config["decode_head"]["channels"] == 512
+
+
+def test_swin_b_w12_preset_numbers():
+    bb = PRESETS["pal4vst-swin-b-w12"]["backbone"]
+    assert (bb["embed_dims"], bb["depths"], bb["num_heads"], bb["window_size"]) == (128, [2, 2, 18, 2], [4, 8, 16, 32], 12)
+    assert PRESETS["pal4vst-swin-b-w12"]["auxiliary_head"]["in_channels"] == 512
+    assert set(list_presets()) == set(MANIFESTS)
+
+
+def test_config_from_mmseg_matches_official_manifest_config():
+    man = json.loads((FIX / MANIFESTS["pal4vst-swin-b-w12"]).read_text())
+    cfg = config_from_mmseg(man["model_cfg"])
+    ref = resolve_config(PRESETS["pal4vst-swin-b-w12"])
+    for part in ("backbone", "decode_head", "auxiliary_head", "test_cfg"):
+        assert cfg[part] == ref[part], part
+    cfg = config_from_mmseg(json.loads((FIX / MANIFESTS["pal4vst-convnext-large"]).read_text())["model_cfg"])
+    assert cfg["backbone"] == resolve_config(PRESETS["pal4vst-convnext-large"])["backbone"]
+
+
+def test_partial_config_and_aux_flag():
+    cfg = {"backbone": {"type": "SwinTransformer", "embed_dims": 12, "depths": [1, 1, 1, 1],
+                        "num_heads": [1, 2, 4, 8], "window_size": 7},
+           "decode_head": {"channels": 8, "type": "UPerHead"}}
+    model = create_model(cfg, aux_head=False)
+    assert model.auxiliary_head is None and model.config["auxiliary_head"] is None
+    assert model.config["decode_head"]["in_channels"] == [12, 24, 48, 96]
+    assert model.config["preprocess"]["size"] == [512, 512]
+    with_aux = create_model(cfg)
+    assert with_aux.config["auxiliary_head"]["in_channels"] == 48
+    # The stored config rebuilds the same architecture.
+    again = create_model(with_aux.config)
+    assert again.state_dict().keys() == with_aux.state_dict().keys()
+    json.dumps(with_aux.config)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ("no-such-preset", "unknown model preset"),
+    ({"backbone": {"type": "ResNet"}}, "unknown type"),
+    ({"backbone": {"type": "SwinTransformer", "embed_dim": 96}}, "unknown key"),
+    ({"backbone": {"type": "ConvNeXt"}, "decode_head": {"type": "UPerHead", "in_channels": [1, 2, 3, 4]}},
+     "do not match the backbone"),
+    ({"backbone": {"type": "ConvNeXt", "arch": "gigantic"}}, "unknown arch"),
+    ({"backbone": {"type": "timm"}}, "model_name"),
+    ({"backbone": {"type": "timm", "model_name": "no_such_net"}}, "unknown timm model"),
+    ({"backbone": {"type": "timm", "model_name": "resnet18", "pretrained_path": "/nonexistent.pth"}}, "does not exist"),
+    ({"backbone": {"type": "timm", "model_name": "resnet18", "kwargs": {"pretrained": True}}}, "may not set"),
+    ({"backbone": {"type": "ConvNeXt"}, "extra": 1}, "unknown key"),
+    ({"backbone": {"type": "ConvNeXt"}, "classes": ["a", "b", "c"]}, "num_classes"),
+])
+def test_bad_configs_raise_value_error(bad, match):
+    with pytest.raises(ValueError, match=match):
+        create_model(bad)
+
+
+_SMALL_SWIN = {"img_size": 64, "window_size": 2, "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 2, 2]}
+
+
+@pytest.mark.parametrize("model_name, size, kwargs", [
+    ("resnet18", 64, {}),
+    ("mobilenetv3_large_100", 32, {}),
+    ("efficientnet_b0", 32, {}),
+    ("convnext_atto", 64, {}),
+    ("swin_tiny_patch4_window7_224", 64, _SMALL_SWIN),  # timm gives NHWC features here
+])
+def test_timm_backbone_generic_path(model_name, size, kwargs):
+    torch.manual_seed(0)
+    cfg = {"backbone": {"type": "timm", "model_name": model_name, "kwargs": kwargs},
+           "decode_head": {"type": "UPerHead", "channels": 16}}
+    model = create_model(cfg)
+    bb = model.config["backbone"]
+    assert len(bb["out_indices"]) == 4
+    assert model.backbone.nhwc == model_name.startswith("swin")
+    assert model.config["decode_head"]["in_channels"] == model.backbone.out_channels
+    x = torch.randn(2, 3, size, size)
+    feats = model.extract_feat(x)
+    assert [f.shape[1] for f in feats] == model.backbone.out_channels
+    assert [f.shape[-1] for f in feats] == [size // r for r in model.backbone.reductions]
+    model.train()
+    out = model.forward_train(x)
+    assert out["out"].shape == (2, 2, size // 4, size // 4)
+    loss = F.cross_entropy(F.interpolate(out["out"], size=(size, size), mode="bilinear"),
+                           torch.randint(0, 2, (2, size, size))) + out["aux"].mean()
+    loss.backward()
+    first = next(p for p in model.backbone.parameters() if p.requires_grad)
+    assert first.grad is not None and first.grad.abs().sum() > 0
+    model.eval()
+    with torch.inference_mode():
+        assert model(x).shape == (2, 2, size, size)
+    # The stored config rebuilds it, and the state dict round-trips strictly.
+    create_model(model.config).load_state_dict(model.state_dict(), strict=True)
+
+
+def test_timm_pretrained_path_loads_local_file(tmp_path):
+    src = create_model({"backbone": {"type": "timm", "model_name": "resnet18"}}, aux_head=False)
+    import timm
+
+    full = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "r18.pth"
+    torch.save(full.state_dict(), path)
+    model = create_model({"backbone": {"type": "timm", "model_name": "resnet18", "pretrained_path": str(path)}})
+    assert torch.equal(model.backbone.body.conv1.weight, full.conv1.weight)
+    assert not torch.equal(src.backbone.body.conv1.weight, full.conv1.weight)
+    assert model.config["backbone"]["pretrained_path"] is None
