@@ -1,0 +1,145 @@
+"""Numbers for the bundled starter model (prints JSON lines; not a test).
+
+1. artifact IoU / mIoU on a held-out synthetic test set (other seed, held-out base pictures);
+2. latency at 512x512 on this CPU (median of N `Detector.detect` calls and of the bare network);
+3. few-shot: fine-tune on 10 images of the artifact type the starter never saw, and report
+   that type's IoU on held-out images before and after (plus the other types, for forgetting).
+
+    python benchmarks/bench_starter.py latency
+    python benchmarks/bench_starter.py heldout --data /work/data/synth-heldout
+    python benchmarks/bench_starter.py oracle --model M --data D --type checkerboard   # best-threshold IoU
+    python benchmarks/bench_starter.py fewshot --data /work/data/synth-fewshot \
+        --test /work/data/synth-heldout --type checkerboard --iters 300 --work-dir /tmp/fewshot
+
+Data sets come from `pal synth` (see models/weights/pal-starter.command.sh for the seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _short(res: dict) -> dict:
+    return {"mIoU": res.get("mIoU"), "aIoU": res.get("aIoU"), "n": res.get("n"),
+            "per_task_aIoU": {k: v.get("aIoU") for k, v in res.get("per_task", {}).items()}}
+
+
+def latency(model: str | None, runs: int, threads: int) -> dict:
+    from comfyui_pal.models import load_detector
+
+    torch.set_num_threads(threads)
+    det = load_detector(model, device="cpu")
+    img = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    det.detect(img)  # warm-up
+    t_detect = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        det.detect(img)
+        t_detect.append(time.perf_counter() - t)
+    x = torch.randn(1, 3, 512, 512)
+    t_net = []
+    with torch.inference_mode():
+        det.segmenter(x)
+        for _ in range(runs):
+            t = time.perf_counter()
+            det.segmenter(x)
+            t_net.append(time.perf_counter() - t)
+    params = sum(p.numel() for p in det.segmenter.parameters())
+    return {"bench": "latency_512", "model": str(model or "pal-starter"), "threads": threads,
+            "detect_median_s": statistics.median(t_detect), "detect_min_s": min(t_detect),
+            "network_median_s": statistics.median(t_net), "network_min_s": min(t_net), "params": params,
+            "load_1min": _load()}
+
+
+def _load() -> float | None:
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except OSError:
+        return None
+
+
+def heldout(model: str | None, data: str, split: str, threads: int) -> dict:
+    from comfyui_pal.training.evaluate import run_eval
+
+    res = run_eval(model, data, split=split, n_overlays=0, threads=threads)
+    return {"bench": "heldout_iou", "model": str(model or "pal-starter"), "data": data, **_short(res)}
+
+
+def oracle_threshold(model: str | None, data: str, task: str | None, split: str = "test") -> dict:
+    """Artifact IoU at the best logit offset chosen *on these same images* (an upper bound that
+    shows whether the network separates artifacts at all, independent of calibration)."""
+    from comfyui_pal.training.data import discover
+    from comfyui_pal.training.evaluate import load_eval_model
+    from comfyui_pal.training.loop import calibrate_bias
+
+    samples = [s for s in discover(data, split).samples if s.label is not None and (task is None or s.task == task)]
+    net, _ = load_eval_model(model)
+    delta, table = calibrate_bias(net, samples)
+    return {"task": task, "best_shift": delta, "aIoU_at_best": table[delta], "aIoU_at_0": table.get(0.0)}
+
+
+def fewshot(model: str | None, data: str, test: str, type_: str, iters: int, work_dir: str, threads: int,
+            lr: float, batch: int, crop: int) -> dict:
+    from comfyui_pal.cli import main as pal
+    from comfyui_pal.training.evaluate import run_eval
+
+    before = run_eval(model, test, split="test", n_overlays=0, threads=threads)
+    out = f"{work_dir}/fewshot.safetensors"
+    from comfyui_pal.models.detector import resolve_source
+
+    args = ["finetune", "--init", str(resolve_source(model)), "--data", data, "--work-dir", work_dir,
+            "--max-iters", str(iters), "--batch-size", str(batch), "--crop-size", str(crop),
+            "--ratio-range", "0.75,1.5", "--lr", str(lr), "--head-lr-mult", "1", "--warmup-iters",
+            str(max(iters // 20, 1)), "--val-interval", "0", "--checkpoint-interval", str(iters),
+            "--workers", "0", "--threads", str(threads), "--num-images", "10", "--export", out]
+    t = time.time()
+    rc = pal(args)
+    if rc != 0:
+        raise SystemExit(f"finetune failed ({rc})")
+    secs = time.time() - t
+    after = run_eval(out, test, split="test", n_overlays=0, threads=threads)
+    b, a = before["per_task"].get(type_, {}), after["per_task"].get(type_, {})
+    return {"bench": "fewshot", "type": type_, "iters": iters, "lr": lr, "batch": batch, "crop": crop,
+            "train_seconds": round(secs, 1), "command": "pal " + " ".join(args),
+            "before": {"aIoU_type": b.get("aIoU"), **_short(before)},
+            "after": {"aIoU_type": a.get("aIoU"), **_short(after)}}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle"))
+    p.add_argument("--model", default=None, help="default: the bundled pal-starter")
+    p.add_argument("--data", default=None)
+    p.add_argument("--test", default=None)
+    p.add_argument("--split", default="test")
+    p.add_argument("--type", default="checkerboard")
+    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--work-dir", default="/tmp/pal-fewshot")
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    if a.what == "latency":
+        res = latency(a.model, a.runs, a.threads)
+    elif a.what == "heldout":
+        res = heldout(a.model, a.data, a.split, a.threads)
+    elif a.what == "oracle":
+        res = {"bench": "oracle_threshold", "model": a.model,
+               **oracle_threshold(a.model, a.data, None if a.type == "all" else a.type, a.split)}
+    else:
+        res = fewshot(a.model, a.data, a.test, a.type, a.iters, a.work_dir, a.threads, a.lr, a.batch, a.crop)
+    print(json.dumps(res, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

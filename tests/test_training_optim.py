@@ -1,0 +1,106 @@
+"""The official paramwise optimizer rules and LR schedule (no 121M-parameter allocation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comfyui_pal.training.optim import (
+    OFFICIAL_CUSTOM_KEYS,
+    LRSchedule,
+    param_groups,
+    paramwise_rule,
+    sorted_custom_keys,
+)
+
+FIX = Path(__file__).parent / "fixtures"
+
+
+def _expected(name: str) -> tuple[float, float]:
+    """The rules as the model reference states them, written out independently."""
+    if name.startswith(("decode_head.", "auxiliary_head.")):
+        return 10.0, 1.0  # heads: lr x10, decay kept (their BatchNorms are named 'bn')
+    if "norm" in name:
+        return 1.0, 0.0  # backbone LayerNorms: no decay
+    return 1.0, 1.0  # everything else, relative_position_bias_table included
+
+
+def test_key_order_is_mmengines():
+    assert sorted_custom_keys(OFFICIAL_CUSTOM_KEYS) == ["pos_block", "head", "norm"]
+    # 'head' wins over 'norm' for a head parameter whose name also contains 'norm'
+    assert paramwise_rule("decode_head.norm.weight") == ("head", 10.0, 1.0)
+    assert paramwise_rule("backbone.pos_block.0.norm.weight")[0] == "pos_block"
+
+
+def test_manifest_names_follow_official_rules():
+    keys = json.loads((FIX / "swin-large_upernet_unified_512x512.keys.json").read_text())["keys"]
+    names = [k["key"] for k in keys if not k["key"].endswith(("running_mean", "running_var", "num_batches_tracked",
+                                                                "relative_position_index"))]
+    assert len(names) > 300
+    for n in names:
+        _, lr_mult, decay_mult = paramwise_rule(n)
+        assert (lr_mult, decay_mult) == _expected(n), n
+    table = [n for n in names if n.endswith("relative_position_bias_table")]
+    assert len(table) == 24 and all(paramwise_rule(n)[2] == 1.0 for n in table)
+    assert paramwise_rule("backbone.stages.0.downsample.norm.weight")[2] == 0.0
+    assert paramwise_rule("decode_head.fpn_bottleneck.bn.weight") == ("head", 10.0, 1.0)
+
+
+def test_groups_on_real_preset_built_on_meta_device(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from comfyui_pal.models.factory import create_model
+
+    # Swin computes its drop-path rates with linspace(...).tolist(), which a meta tensor cannot do.
+    linspace = torch.linspace
+    monkeypatch.setattr(torch, "linspace", lambda *a, **k: linspace(*a, **dict(k, device="cpu")))
+    with torch.device("meta"):
+        model = create_model("pal4vst-swin-b-w12", aux_head=True)
+    named = list(model.named_parameters())
+    manifest = json.loads((FIX / "swin-large_upernet_unified_512x512.keys.json").read_text())
+    assert sum(p.numel() for _, p in named) == manifest["num_parameters"]
+    groups = param_groups(named, lr=6e-5, weight_decay=0.01)
+    by_name = {n: g for g in groups for n in g["names"]}
+    assert len(by_name) == len(named)
+    for n, _ in named:
+        lr_mult, decay_mult = _expected(n)
+        g = by_name[n]
+        assert g["lr"] == pytest.approx(6e-5 * lr_mult), n
+        assert g["weight_decay"] == pytest.approx(0.01 * decay_mult), n
+    # three distinct settings: heads (6e-4, 0.01), backbone norms (6e-5, 0), rest (6e-5, 0.01)
+    settings = sorted((round(g["lr"], 10), g["weight_decay"]) for g in groups)
+    assert settings == [(6e-5, 0.0), (6e-5, 0.01), (6e-4, 0.01)]
+    head_params = sum(p.numel() for n, p in named if n.startswith(("decode_head.", "auxiliary_head.")))
+    assert head_params == manifest["num_parameters_decode_head"] + manifest["num_parameters_auxiliary_head"]
+
+
+def test_frozen_parameters_are_left_out():
+    torch = pytest.importorskip("torch")
+    lin = torch.nn.Linear(2, 2)
+    lin.bias.requires_grad_(False)
+    groups = param_groups(lin.named_parameters(), 1e-3, 0.01)
+    assert [n for g in groups for n in g["names"]] == ["weight"]
+
+
+def test_lr_schedule_official_values():
+    s = LRSchedule()  # warm-up 1500 from 1e-6, poly power 1 to 160000
+    assert s.factor(0) == pytest.approx(1e-6)
+    assert s.factor(750) == pytest.approx(0.5, rel=1e-4)
+    assert s.factor(1500) == pytest.approx(1.0)
+    assert s.factor(20000) == pytest.approx(1 - 18500 / 158500)  # ~0.883 where training stops
+    assert s.factor(160000) == pytest.approx(0.0)
+    assert s.factor(10**6) == pytest.approx(0.0)
+
+
+def test_schedule_applies_per_group_multipliers():
+    torch = pytest.importorskip("torch")
+    from comfyui_pal.training.optim import build_optimizer
+
+    m = torch.nn.Module()
+    m.backbone = torch.nn.Linear(2, 2)
+    m.decode_head = torch.nn.Linear(2, 2)
+    opt = build_optimizer(m, lr=6e-5)
+    LRSchedule().apply(opt, 1500, 6e-5)
+    lrs = sorted(g["lr"] for g in opt.param_groups)
+    assert lrs == pytest.approx([6e-5, 6e-4])

@@ -1,0 +1,93 @@
+"""mmseg's PAL4VST train/test pipelines in numpy + OpenCV (no mmcv).
+
+Train: RandomResize(scale 512, ratio 0.5-2.0, keep_ratio) -> RandomCrop(512, cat_max_ratio
+0.75, 10 tries) -> RandomFlip(0.5) -> pad to the crop size (image 0, label 255).
+Test: Resize to 512x512 without keeping the ratio (cv2 bilinear); labels stay at full size.
+All randomness comes from the `numpy.random.Generator` passed in, so a sample's augmentation
+is a pure function of its seed (what makes `--resume` bit-identical).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+@dataclass
+class TrainPipeline:
+    scale: int = 512
+    ratio_range: tuple[float, float] = (0.5, 2.0)
+    crop_size: int = 512
+    cat_max_ratio: float = 0.75
+    flip_prob: float = 0.5
+    ignore_index: int = IGNORE_INDEX
+
+    def __call__(self, img: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+        img, label = random_resize(img, label, rng, self.scale, self.ratio_range)
+        img, label = random_crop(img, label, rng, self.crop_size, self.cat_max_ratio, self.ignore_index)
+        if rng.random() < self.flip_prob:
+            img, label = img[:, ::-1], label[:, ::-1]
+        img, label = pad_to(img, label, self.crop_size, self.ignore_index)
+        return np.ascontiguousarray(img), np.ascontiguousarray(label)
+
+
+def random_resize(img, label, rng, scale: int, ratio_range):
+    """mmseg RandomResize(scale=(s, s), ratio_range, keep_ratio=True): long side -> s * ratio."""
+    ratio = rng.uniform(ratio_range[0], ratio_range[1])
+    target = scale * ratio
+    h, w = img.shape[:2]
+    factor = target / max(h, w)  # mmcv.rescale_size with a square scale: min(long/long, short/short)
+    nw, nh = max(1, int(w * factor + 0.5)), max(1, int(h * factor + 0.5))
+    img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    label = cv2.resize(label, (nw, nh), interpolation=cv2.INTER_NEAREST)
+    return img, label
+
+
+def _crop_bbox(h, w, crop, rng):
+    margin_h, margin_w = max(h - crop, 0), max(w - crop, 0)
+    y = int(rng.integers(0, margin_h + 1))
+    x = int(rng.integers(0, margin_w + 1))
+    return y, min(y + crop, h), x, min(x + crop, w)
+
+
+def random_crop(img, label, rng, crop: int, cat_max_ratio: float = 0.75, ignore_index: int = IGNORE_INDEX,
+                tries: int = 10):
+    """mmseg RandomCrop: re-draw (up to 10 times) while one class covers >= cat_max_ratio."""
+    h, w = label.shape[:2]
+    y0, y1, x0, x1 = _crop_bbox(h, w, crop, rng)
+    if cat_max_ratio < 1.0:
+        for _ in range(tries):
+            seg = label[y0:y1, x0:x1]
+            vals, cnt = np.unique(seg, return_counts=True)
+            cnt = cnt[vals != ignore_index]
+            if len(cnt) > 1 and cnt.max() / cnt.sum() < cat_max_ratio:
+                break
+            y0, y1, x0, x1 = _crop_bbox(h, w, crop, rng)
+    return img[y0:y1, x0:x1], label[y0:y1, x0:x1]
+
+
+def pad_to(img, label, size: int, ignore_index: int = IGNORE_INDEX):
+    """Pad bottom/right to size x size: image with 0, label with ignore (SegDataPreProcessor)."""
+    h, w = label.shape[:2]
+    if h >= size and w >= size:
+        return img, label
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    img = np.pad(img, ((0, ph), (0, pw), (0, 0)), constant_values=0)
+    label = np.pad(label, ((0, ph), (0, pw)), constant_values=ignore_index)
+    return img, label
+
+
+def test_resize(img: np.ndarray, size, mode: str = "bilinear") -> np.ndarray:
+    """Resize to (H, W) without keeping the ratio: 'bilinear' = mmseg (cv2), 'bicubic' = user scripts (PIL)."""
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if img.shape[:2] == (h, w):
+        return img
+    if mode == "bicubic":
+        from PIL import Image
+
+        return np.array(Image.fromarray(img).resize((w, h), Image.BICUBIC))
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
