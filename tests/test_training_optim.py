@@ -104,3 +104,21 @@ def test_schedule_applies_per_group_multipliers():
     LRSchedule().apply(opt, 1500, 6e-5)
     lrs = sorted(g["lr"] for g in opt.param_groups)
     assert lrs == pytest.approx([6e-5, 6e-4])
+
+
+def test_class_weight_raises_the_artifact_pixels_share_of_the_loss():
+    import torch
+
+    from comfyui_pal.training.loop import seg_loss
+
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[:, 0] = 2.0  # confident "clean" everywhere
+    label = torch.zeros(1, 4, 4, dtype=torch.long)
+    label[0, 0, 0] = 1  # one artifact pixel, misclassified
+    label[0, 3, 3] = 255  # ignored
+    plain = seg_loss({"out": logits}, label, aux_weight=0)["total"]
+    weighted = seg_loss({"out": logits}, label, aux_weight=0, class_weight=(1.0, 3.0))["total"]
+    assert weighted > plain
+    same = seg_loss({"out": logits}, label, aux_weight=0, class_weight=(1.0, 1.0))["total"]
+    # unit weights average over non-ignored pixels (15), mmseg's default over all 16
+    assert torch.isclose(same * 15, plain * 16)

@@ -61,6 +61,9 @@ class TrainConfig:
     poly_power: float = 1.0
     aux_weight: float = 0.4
     avg_non_ignore: bool = False  # mmseg default: CE mean over all pixels, ignored ones count as 0
+    # Per-class CE weights; None = the official unweighted loss. The starter
+    # needs (1, 3): trained from scratch on ~8% artifact pixels it otherwise settles on "all clean".
+    class_weight: tuple[float, ...] | None = None
     clip_grad: float | None = None
     amp: str = "auto"  # auto (fp16 on CUDA) | off | fp16 | bf16
     num_workers: int = 2
@@ -195,14 +198,23 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device):
     return torch.float16
 
 
-def seg_loss(out: dict, label: torch.Tensor, aux_weight: float = 0.4, avg_non_ignore: bool = False) -> dict:
-    """mmseg decode + auxiliary CE: logits resized (bilinear) to the label, ignore 255."""
+def seg_loss(out: dict, label: torch.Tensor, aux_weight: float = 0.4, avg_non_ignore: bool = False,
+             class_weight=None) -> dict:
+    """mmseg decode + auxiliary CE: logits resized (bilinear) to the label, ignore 255.
+
+    With `class_weight`, each pixel's loss is scaled by its class weight and normalised by the
+    summed weights (torch's weighted mean), so the loss scale does not grow with the weights.
+    """
     losses = {}
+    w = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=label.device)
     for key, weight in (("out", 1.0), ("aux", aux_weight)):
         logits = out.get(key)
         if logits is None or weight == 0:
             continue
         logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
+        if w is not None:
+            losses[key] = weight * F.cross_entropy(logits, label, weight=w, ignore_index=IGNORE_INDEX)
+            continue
         ce = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="none")
         if avg_non_ignore:
             denom = (label != IGNORE_INDEX).sum().clamp(min=1)
@@ -572,7 +584,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict:
             with sync_ctx:
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     out = ddp_model(x)
-                losses = seg_loss(out, label, cfg.aux_weight, cfg.avg_non_ignore)
+                losses = seg_loss(out, label, cfg.aux_weight, cfg.avg_non_ignore, cfg.class_weight)
                 loss = losses["total"] / cfg.grad_accum
                 if not torch.isfinite(loss.detach()):
                     raise TrainingDiverged(
@@ -626,7 +638,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict:
                 dist.barrier()
 
     result = {"work_dir": os.fspath(work), "iters": it, "best": best,
-              "final_loss": history[-1]["loss"] if history and "loss" in history[-1] else None,
+              "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
               "history": [h for h in history if "val" in h][-5:]}
     if rank == 0 and cfg.export:
         from .export import SYNTHETIC_NOTE, export_safetensors
