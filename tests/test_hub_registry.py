@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +29,8 @@ def env(monkeypatch, tmp_path):
 
     monkeypatch.setattr(hub, "_download", no_download)
     return paths
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_builtin_registry_entries_are_complete(env):
@@ -114,6 +118,10 @@ def test_pal_starter_missing_then_present(env, monkeypatch, tmp_path):
     assert str(expected) in str(ei.value) and "bundled" in str(ei.value)
     expected.parent.mkdir(parents=True)
     expected.write_bytes(b"starter")
+    # the registry pins the shipped file's sha256, so a different file is refused, not loaded
+    with pytest.raises(hub.ChecksumMismatchError):
+        hub.resolve("pal-starter")
+    shutil.copy(ROOT / "models" / "weights" / "pal-starter.safetensors", expected)
     assert hub.resolve("pal-starter") == expected
     assert hub.resolve("PAL-Starter") == expected  # names are case-insensitive
 
