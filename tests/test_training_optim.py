@@ -122,3 +122,22 @@ def test_class_weight_raises_the_artifact_pixels_share_of_the_loss():
     same = seg_loss({"out": logits}, label, aux_weight=0, class_weight=(1.0, 1.0))["total"]
     # unit weights average over non-ignored pixels (15), mmseg's default over all 16
     assert torch.isclose(same * 15, plain * 16)
+
+
+def test_training_states_are_read_without_running_code(tmp_path):
+    """--init/--resume/eval read .pt states with weights_only=True: a pickle with code is refused."""
+    import pickle
+
+    import pytest
+    import torch
+
+    from comfyui_pal.training.loop import load_state
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"model": {}, "model_config": {}, "x": Evil()}, bad)
+    with pytest.raises(pickle.UnpicklingError):
+        load_state(bad)

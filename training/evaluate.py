@@ -17,11 +17,12 @@ def load_eval_model(source, trust_torchscript: bool = False):
     training state (`latest.pt`/`best.pt` written by `pal train`)."""
     from ..models.checkpoint import build_from_checkpoint, load_checkpoint
     from ..models.detector import resolve_source
+    from .loop import load_state
 
     path = resolve_source(source)
     if path.suffix == ".pt":
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = load_state(path)
         except Exception:  # noqa: BLE001 - TorchScript archives are not torch.load-able dicts
             obj = None
         if isinstance(obj, dict) and "model_config" in obj and "model" in obj:

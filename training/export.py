@@ -87,9 +87,9 @@ def export_from_state(state_path: str | os.PathLike, out: str | os.PathLike, met
     `bias_shift` raises the artifact logit (see `loop.calibrate_bias`); it is recorded in the
     provenance as `artifact_logit_shift`.
     """
-    import torch
+    from .loop import load_state
 
-    state = torch.load(state_path, map_location="cpu", weights_only=False)
+    state = load_state(state_path)
     if bias_shift:
         from .loop import apply_bias_shift
 
@@ -99,7 +99,7 @@ def export_from_state(state_path: str | os.PathLike, out: str | os.PathLike, met
     if not prov:  # best.pt holds weights only; the run's provenance lives in latest.pt
         latest = Path(state_path).with_name("latest.pt")
         if latest.is_file():
-            prov = dict(torch.load(latest, map_location="cpu", weights_only=False).get("provenance") or {})
+            prov = dict(load_state(latest).get("provenance") or {})
     prov.update(extra_provenance or {}, exported_from=Path(state_path).name, iteration=state.get("iter"))
     if description is None and "training_data" in prov:
         description = SYNTHETIC_NOTE

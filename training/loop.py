@@ -175,12 +175,26 @@ def build_model(cfg: TrainConfig, log=_log) -> tuple[torch.nn.Module, dict]:
     return model, prov
 
 
+def load_state(path) -> dict:
+    """Read a `pal train` state (latest.pt/best.pt) with `weights_only=True`.
+
+    Only the plain types such a state holds are allowed (numpy arrays of the RNG state, torch's
+    version string), so a malicious `.pt` passed to --init or --resume cannot run code.
+    """
+    allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), type(np.dtype(np.float64)),
+               type(np.dtype(np.int64)), torch.torch_version.TorchVersion]
+    core = getattr(np, "_core", None) or np.core
+    allowed.append(core.multiarray._reconstruct)
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _load_init(path, load_checkpoint):
     """A checkpoint file, or a `pal train` state (latest.pt/best.pt: keeps the aux head too)."""
     p = Path(path)
     if p.suffix == ".pt" and p.is_file():
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
+            obj = load_state(p)
         except Exception:  # noqa: BLE001 - e.g. a TorchScript archive: let load_checkpoint explain
             obj = None
         if isinstance(obj, dict) and "model" in obj and "model_config" in obj:
@@ -502,7 +516,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict:
             logf(f"resume: no {resume_path} yet, starting from iteration 0")
             resume_path = None
     if resume_path is not None:
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        state = load_state(resume_path)
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if state.get("scaler"):
@@ -561,7 +575,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict:
     def last_good() -> str:
         p = work / LATEST
         if p.is_file():
-            it = torch.load(p, map_location="cpu", weights_only=False)["iter"]
+            it = load_state(p)["iter"]
             return f"{p} (iteration {it})"
         return "none written yet"
 
@@ -644,7 +658,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict:
         from .export import SYNTHETIC_NOTE, export_safetensors
 
         src = work / BEST if (work / BEST).is_file() else work / LATEST
-        state = torch.load(src, map_location="cpu", weights_only=False)
+        state = load_state(src)
         metrics = {"val": best.get("val")} if best.get("val") else None
         result["export"] = os.fspath(export_safetensors(
             state["model"], model_config, cfg.export, provenance=dict(provenance, exported_from=src.name,
