@@ -20,3 +20,12 @@ python -c "from comfyui_pal.training.export import export_from_state as e; e('/w
 # 4. Held-out numbers: other seed (1001) and base pictures (coffee, rocket), all 7 types.
 pal synth /work/data/synth-heldout --n-train 0 --n-val 0 --n-test 140 --seed 1001 --by-type --skimage heldout
 python benchmarks/bench_starter.py heldout --data /work/data/synth-heldout
+# 5. Few-shot experiment (checkerboard was never in the starter's training data): 10 images, 300 iterations.
+pal synth /work/data/synth-fewshot --n-train 10 --n-val 0 --seed 2002 --types checkerboard
+pal finetune --init /work/exp/w3/best.pt --data /work/data/synth-fewshot --work-dir /work/exp/fs \
+  --max-iters 300 --batch-size 4 --crop-size 256 --ratio-range 0.75,1.5 --lr 3e-4 --head-lr-mult 1 \
+  --warmup-iters 15 --val-interval 0 --checkpoint-interval 300 --workers 0 --threads 2 --num-images 10 \
+  --class-weight 1,3 --export /work/exp/fs/fewshot.safetensors
+pal eval --model /work/exp/fs/fewshot.safetensors --data /work/data/synth-heldout --split test
+# Held-out checkerboard artifact IoU 12.0 -> 18.1; all types aIoU 12.8 -> 13.8, mIoU 36.8 -> 42.2
+# (smear 24.6 -> 17.8: some forgetting). 146 s of training on 2 CPU threads.
