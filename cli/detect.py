@@ -127,7 +127,10 @@ def cmd_score(args) -> int:
 
 def rank_records(records: list[dict]) -> list[dict]:
     """Stable ascending sort by PAR (ties keep input order, like curate_images.py); adds 'rank' (1 = best)."""
-    ok = sorted((r for r in records if "par" in r), key=lambda r: r["par"])
+    from ..core.par import rank_by_par
+
+    scored = [r for r in records if "par" in r]
+    ok = [scored[i] for i in rank_by_par([r["par"] for r in scored])[0]]
     for i, r in enumerate(ok, 1):
         r["rank"] = i
     return ok

@@ -35,3 +35,23 @@ def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.3, color=MAGEN
     out = img.astype(np.float32)
     out[m] = (1.0 - alpha) * out[m] + alpha * np.asarray(color, dtype=np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def rank_by_par(pars, descending: bool = False, top_k: int = 0,
+                max_par: float | None = None) -> tuple[list[int], list[int]]:
+    """Rank images by PAR; return (kept, rejected) index lists, both in ranked order.
+
+    The sort is stable, so ties keep input order (like `curate_images.py`). An image is kept
+    while `top_k` (0 = no limit) is not reached and its PAR is at most `max_par` (None = no
+    limit); nothing is dropped silently, the rest is returned as `rejected`.
+    """
+    scores = [float(p) for p in pars]
+    ranked = sorted(range(len(scores)), key=lambda i: -scores[i] if descending else scores[i])
+    kept, rejected = [], []
+    for i in ranked:
+        # 1e-12: a PAR equal to max_par up to float rounding counts as within the limit
+        if (max_par is None or scores[i] <= max_par + 1e-12) and (top_k <= 0 or len(kept) < top_k):
+            kept.append(i)
+        else:
+            rejected.append(i)
+    return kept, rejected

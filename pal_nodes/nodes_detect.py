@@ -218,15 +218,13 @@ class PALSortByPAR:
                 scores.extend(pm.prob_and_pars(t, threshold, progress=pbar)[1])
         else:
             raise ValueError("PAL Sort By PAR: connect either a pal_model or pars (neither is connected)")
+        from ..core.par import rank_by_par
+
         descending = order.startswith("descending")
-        ranked = sorted(range(n), key=lambda i: (-scores[i] if descending else scores[i], i))
-        kept, rejected = [], []
-        for i in ranked:
-            if scores[i] <= max_par + 1e-12 and (top_k == 0 or len(kept) < top_k):
-                kept.append(i)
-            else:
-                rejected.append(i)
-        lines = [f"#{i}: PAR {scores[i]:.4f} {'kept' if i in kept else 'rejected'}" for i in ranked]
+        kept, rejected = rank_by_par(scores, descending=descending, top_k=top_k, max_par=max_par)
+        ranked = sorted(range(n), key=lambda i: -scores[i] if descending else scores[i])  # report order
+        kept_set = set(kept)
+        lines = [f"#{i}: PAR {scores[i]:.4f} {'kept' if i in kept_set else 'rejected'}" for i in ranked]
         report = f"{len(kept)} kept, {len(rejected)} rejected of {n}\n" + "\n".join(lines)
 
         def out_images(idx):

@@ -535,11 +535,10 @@ def rank_processed(processed, scores: dict, rank: bool, max_par: float) -> None:
         print(f"[{TITLE}] batch ranking skipped: {n} scores do not match {len(processed.images) - start} images",
               file=sys.stderr)
         return
-    order = list(range(n))
-    if rank:
-        order.sort(key=lambda i: (scores[i], i))
-    if max_par > 0:
-        order = [i for i in order if scores[i] <= max_par]
+    order, _ = _core("core.par").rank_by_par([scores[i] for i in range(n)],
+                                             max_par=max_par if max_par > 0 else None)
+    if not rank:  # only filtering was asked for: keep the generation order
+        order.sort()
 
     def reorder(lst, offset):
         if isinstance(lst, list) and len(lst) >= offset + n:
