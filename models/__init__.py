@@ -20,6 +20,11 @@ _LAZY = {
     "Detector": ".detector",
     "Detection": ".detector",
     "default_model_path": ".detector",
+    # the one model resolver and detector cache every host calls
+    "resolve": ".hub",
+    "load_cached": ".hub",
+    "list_models": ".hub",
+    "ModelNotAvailableError": ".hub",
 }
 
 __all__ = sorted(_LAZY)

@@ -285,32 +285,23 @@ def _ndarray_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out[..., :3])
 
 
-def resolve_source(source: str | os.PathLike | None) -> Path:
-    """A path, a registry name, or None (the bundled default) -> a local checkpoint path."""
-    if source is None:
-        source = DEFAULT_MODEL
-    p = Path(source).expanduser()
-    if p.is_file():
-        return p
-    try:
-        from .hub import resolve
-    except ImportError:  # hub support not installed in this build
-        resolve = None
-    if str(source) == DEFAULT_MODEL and (resolve is None):
-        return default_model_path()
-    if resolve is None:
-        raise FileNotFoundError(f"{source}: no such checkpoint file")
-    return Path(resolve(str(source)))
+def resolve_source(source: str | os.PathLike | None, download: bool = True) -> Path:
+    """A path, a registry name, or None (the bundled default) -> a local checkpoint path.
+    Kept for training/benchmarks; the one implementation is `models.hub.resolve`."""
+    from .hub import resolve
+
+    return resolve(DEFAULT_MODEL if source is None else source, download=download)
 
 
 def load_detector(source: str | os.PathLike | None = None, device=None, dtype=None,
                   trust_torchscript: bool = False, resize: str | None = None,
-                  input_size: Iterable[int] | None | str = "config") -> Detector:
+                  input_size: Iterable[int] | None | str = "config", download: bool = True) -> Detector:
     """Load a checkpoint (safetensors, mmseg .pth, or TorchScript with `trust_torchscript`) or a
-    registry name into a ready-to-use `Detector` on `device` (auto: cuda, mps, cpu)."""
+    registry name into a ready-to-use `Detector` on `device` (auto: cuda, mps, cpu).
+    A registry name that is not present is downloaded unless `download=False`."""
     from .checkpoint import build_from_checkpoint, load_checkpoint
 
-    path = resolve_source(source)
+    path = resolve_source(source, download=download)
     sd, config, prov = load_checkpoint(path, trust_torchscript=trust_torchscript)
     if input_size != "config":
         config = dict(config, preprocess=dict(config.get("preprocess", {}),

@@ -23,13 +23,16 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "ChecksumMismatchError",
+    "clear_cache",
     "HubDownloadError",
     "HubPushError",
     "ModelNotAvailableError",
@@ -40,6 +43,7 @@ __all__ = [
     "get_registry",
     "hf_cache_dir",
     "list_models",
+    "load_cached",
     "make_model_card",
     "push",
     "resolve",
@@ -361,27 +365,45 @@ def _looks_like_path(text: str) -> bool:
     return os.sep in text or "/" in text or text.lower().endswith(_CHECKPOINT_SUFFIXES) or text.startswith("~")
 
 
+def _as_dirs(model_dirs, models_dir=None) -> list[Path]:
+    """model_dirs (one path or a list; the first is where downloads go) -> a list of Paths."""
+    if model_dirs is None or isinstance(model_dirs, (str, os.PathLike)):
+        model_dirs = [model_dirs] if model_dirs else []
+    dirs = [Path(d).expanduser() for d in model_dirs if d]
+    if models_dir:  # the older single-folder keyword
+        dirs.insert(0, Path(models_dir).expanduser())
+    return list(dict.fromkeys(dirs))
+
+
 def resolve(
     name_or_path: str | os.PathLike,
-    download: bool = True,
-    models_dir: str | Path | None = None,
+    model_dirs: str | os.PathLike | list | tuple | None = None,
+    download: bool = False,
+    progress: bool | Callable[[int, int | None], Any] | None = None,
     *,
     token: str | bool | None = None,
-    progress: bool | Callable[[int, int | None], Any] = True,
+    models_dir: str | Path | None = None,
 ) -> Path:
-    """A local checkpoint file for a path or registry name; downloads (verified) only when needed.
+    """THE model resolver: a path, a file name in one of `model_dirs`, or a registry name -> a local,
+    verified checkpoint file. Every host calls this (or `load_cached`).
 
-    Order for a Hub entry: `models_dir` (the host's models/pal), `user_models_dir()`, the Hub cache,
-    then a download into `models_dir` when given, else the Hub cache. Raises
-    ModelNotAvailableError (a ValueError) saying which file to put where.
-    `progress`: True = log + huggingface_hub's bar, False = silent, or callback(done, total).
+    `model_dirs`: the host's model folders (ComfyUI/A1111 `models/pal`), searched first; downloads go
+    into the first one (else the Hub cache / user models folder). `download=False` never touches
+    the network and says what to run instead. `progress`: None/True = a log line and a bar on
+    stderr, False = silent, or a callback(done_bytes, total_bytes). Raises ModelNotAvailableError
+    (a ValueError) saying which file to put where.
     """
+    dirs = _as_dirs(model_dirs, models_dir)
+    if progress is None:
+        progress = True
     text = os.fspath(name_or_path)
     path = Path(text).expanduser()
     if path.is_file():
         return path
-    if models_dir and not path.is_absolute() and (Path(models_dir).expanduser() / path).is_file():
-        return Path(models_dir).expanduser() / path
+    if not path.is_absolute():
+        for d in dirs:
+            if (d / path).is_file():
+                return d / path
     registry = get_registry()
     entry = _lookup(registry, str(text))
     if entry is None:
@@ -395,10 +417,57 @@ def resolve(
         raise UnknownModelError(
             f"{text!r} is neither an existing file nor a registered model name. Registered names: {names} "
             "(`pal models list` shows them); pass a file path to use your own checkpoint.")
-    return _resolve_entry(entry, download=download, models_dir=models_dir, token=token, progress=progress)
+    return _resolve_entry(entry, download=download, models_dir=dirs[0] if dirs else None, token=token,
+                          progress=progress, extra_dirs=dirs[1:])
 
 
-def _resolve_entry(entry: dict, *, download: bool, models_dir, token, progress) -> Path:
+# (real path, mtime, size, device, dtype, trust) -> Detector. Small: each entry holds a whole network.
+_DETECTORS: OrderedDict[tuple, Any] = OrderedDict()
+_DETECTORS_MAX = 2
+_DETECTORS_LOCK = threading.Lock()
+
+
+def load_cached(
+    ref: str | os.PathLike | None,
+    *,
+    device=None,
+    dtype=None,
+    model_dirs: str | os.PathLike | list | tuple | None = None,
+    download: bool = False,
+    trust_torchscript: bool = False,
+    progress: bool | Callable[[int, int | None], Any] | None = None,
+):
+    """`resolve(ref)` then a Detector from a small process-wide LRU keyed on the resolved file
+    (path, mtime, size) + device + dtype + trust flag: hosts share one loaded network per key.
+    `ref=None` is the bundled default model."""
+    from .detector import DEFAULT_MODEL, _as_dtype, auto_device, load_detector
+
+    path = resolve(DEFAULT_MODEL if ref is None else ref, model_dirs=model_dirs, download=download,
+                   progress=progress)
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    dev = str(device) if device is not None else str(auto_device())
+    key = (real, st.st_mtime_ns, st.st_size, dev, str(_as_dtype(dtype)), bool(trust_torchscript))
+    with _DETECTORS_LOCK:
+        det = _DETECTORS.get(key)
+        if det is not None:
+            _DETECTORS.move_to_end(key)
+            return det
+        # free the least recently used network before loading the next one
+        while len(_DETECTORS) >= _DETECTORS_MAX:
+            _DETECTORS.popitem(last=False)
+        det = load_detector(path, device=dev, dtype=dtype, trust_torchscript=trust_torchscript)
+        _DETECTORS[key] = det
+        return det
+
+
+def clear_cache() -> None:
+    """Drop every cached Detector (e.g. when a host unloads models)."""
+    with _DETECTORS_LOCK:
+        _DETECTORS.clear()
+
+
+def _resolve_entry(entry: dict, *, download: bool, models_dir, token, progress, extra_dirs=()) -> Path:
     name = entry["name"]
     if entry["source"] in ("bundled", "local"):
         path = Path(entry["path"]).expanduser()
@@ -420,7 +489,7 @@ def _resolve_entry(entry: dict, *, download: bool, models_dir, token, progress) 
         return path
 
     # Hub entry. Files a user or host placed themselves are checked but never deleted.
-    for directory in _local_dirs(models_dir):
+    for directory in _local_dirs(models_dir) + [d for d in extra_dirs if d not in _local_dirs(models_dir)]:
         candidate = directory / entry["filename"]
         if candidate.is_file():
             if entry["sha256"] is None and entry["size"] is None:
@@ -614,9 +683,12 @@ def _present_path(entry: dict, models_dir) -> Path | None:
     return None
 
 
-def list_models(models_dir: str | Path | None = None) -> list[dict]:
+def list_models(model_dirs: str | os.PathLike | list | tuple | None = None, *,
+                models_dir: str | Path | None = None) -> list[dict]:
     """One dict per registered model: name, source, size, present, path (where it is, or where it
     would go), repo_id, revision, filename, sha256, published, architecture, license, description."""
+    dirs = _as_dirs(model_dirs, models_dir)
+    models_dir = dirs[0] if dirs else None
     rows = []
     for name, entry in get_registry().items():
         found = _present_path(entry, models_dir)

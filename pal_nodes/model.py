@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import threading
 
 from . import host
 
@@ -14,54 +12,38 @@ log = logging.getLogger("comfyui_pal")
 DEVICE_CHOICES = ["auto", "cpu"]
 DTYPE_CHOICES = ["auto", "fp32", "fp16", "bf16"]
 
-# (path, mtime, size, device, dtype) -> Detector. Small: each entry holds a whole network.
-_CACHE: dict[tuple, object] = {}
-_CACHE_MAX = 2
-_LOCK = threading.Lock()
+
+
+def model_dirs() -> list[str]:
+    """ComfyUI's `models/pal` folders (first = where downloads go); empty outside ComfyUI."""
+    dirs = list(host.register_model_folder()) if host.in_comfy() else []
+    first = host.download_dir()
+    if first and first not in dirs:
+        dirs.insert(0, first)
+    return dirs
 
 
 def available_models() -> list[str]:
-    """Files in models/pal (ComfyUI) followed by registry names that are not already files."""
+    """Files in models/pal, then every registered model (file-system checks only, no network).
+    A broken registry is an error here, so the dropdown never hides it behind a fallback."""
+    from ..models import list_models
+
     names = list(host.list_local_models())
-    try:
-        from ..models import hub
-
-        registry = list(hub.get_registry())  # names only: no file-system probing per /object_info
-    except Exception as e:  # a broken registry must not hide local files
-        log.warning("PAL: could not read the model registry: %s", e)
-        registry = []
-    for r in registry:
-        r = r if isinstance(r, str) else getattr(r, "name", None) or r.get("name")
-        if r and r not in names:
-            names.append(r)
-    return names or ["pal-starter"]
+    for row in list_models(model_dirs=model_dirs()):
+        if row["name"] not in names:
+            names.append(row["name"])
+    return names
 
 
-def resolve_model(name: str) -> str:
-    """A models/pal file name, an absolute path or a registry name -> a checkpoint path."""
+def resolve_model(name: str, progress=None) -> str:
+    """A models/pal file name, a path or a registry name -> a checkpoint path (downloads at
+    execution time only: this is called from the loader's FUNCTION, never from INPUT_TYPES)."""
+    from ..models import resolve
+
     local = host.local_model_path(name)
     if local:
         return local
-    if os.path.isabs(name) and os.path.isfile(name):
-        return name
-    from ..models import hub
-
-    return str(hub.resolve(name, download=True, models_dir=host.download_dir()))
-
-
-def _load_detector(path: str, device, dtype):
-    from ..models.detector import load_detector
-
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size, str(device), str(dtype))
-    with _LOCK:
-        det = _CACHE.get(key)
-        if det is None:
-            det = load_detector(path, device=device, dtype=dtype)
-            while len(_CACHE) >= _CACHE_MAX:
-                _CACHE.pop(next(iter(_CACHE)))
-            _CACHE[key] = det
-    return det
+    return str(resolve(name, model_dirs=model_dirs(), download=True, progress=progress))
 
 
 def _move(det, device) -> None:
@@ -147,10 +129,12 @@ class PalModel:
 
 def load(name: str, device_choice: str = "auto", dtype_choice: str = "auto",
          offload: bool = True) -> PalModel:
+    from ..models import load_cached
+
     path = resolve_model(name)
     device = host.torch_device(device_choice)
     dtype = host.pick_dtype(dtype_choice, device)
     # Load on the offload device; prob_maps moves it to `device` only while running.
     load_dev = host.offload_device() if offload else device
-    det = _load_detector(path, load_dev, dtype)
+    det = load_cached(path, device=load_dev, dtype=dtype)
     return PalModel(det, name, path, device, dtype, offload=offload)

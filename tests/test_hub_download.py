@@ -48,7 +48,7 @@ def _blobs(tmp_path):
 
 def test_first_download_fetches_verifies_then_serves_from_cache(fake, tmp_path):
     seen = []
-    path = hub.resolve("tiny", progress=lambda done, total: seen.append((done, total)))
+    path = hub.resolve("tiny", download=True, progress=lambda done, total: seen.append((done, total)))
     assert path.read_bytes() == DATA
     assert str(path).startswith(str(tmp_path / "hf" / "hub"))
     assert fake.count("HEAD", f"/{REPO}/resolve/{fake.commit_id}/{FILE}") == 1
@@ -61,7 +61,7 @@ def test_first_download_fetches_verifies_then_serves_from_cache(fake, tmp_path):
 
 
 def test_second_process_offline_uses_cache_with_zero_requests(fake, tmp_path):
-    path = hub.resolve("tiny", progress=False)
+    path = hub.resolve("tiny", download=True, progress=False)
     before = len(fake.requests)
     code = ("import sys, comfyui_pal.models.hub as h\n"
             "print(h.resolve('tiny'))\n"
@@ -80,7 +80,7 @@ def test_offline_with_empty_cache_fails_fast_and_names_the_file(fake, tmp_path, 
     host_dir = tmp_path / "ComfyUI" / "models" / "pal"
     t0 = time.perf_counter()
     with pytest.raises(hub.ModelNotAvailableError) as ei:
-        hub.resolve("tiny", models_dir=host_dir)
+        hub.resolve("tiny", download=True, models_dir=host_dir)
     assert time.perf_counter() - t0 < 1.0
     msg = str(ei.value)
     assert str(host_dir / FILE) in msg and hashlib.sha256(DATA).hexdigest() in msg and "HF_HUB_OFFLINE" in msg
@@ -93,35 +93,35 @@ def test_bad_download_is_rejected_removed_and_retried(fake, tmp_path, kind):
     bad = bytes([DATA[0] ^ 0xFF]) + DATA[1:] if kind == "corrupted" else DATA[:-1000]
     fake.override_body[(REPO, FILE)] = bad  # the server (or a broken mirror/CDN) serves wrong bytes
     with pytest.raises(hub.ChecksumMismatchError) as ei:
-        hub.resolve("tiny", progress=False)
+        hub.resolve("tiny", download=True, progress=False)
     assert ("sha256" if kind == "corrupted" else "size") in str(ei.value)
     assert "removed" in str(ei.value)
     assert _blobs(tmp_path) == []  # nothing bad left behind for the next call to pick up
     del fake.override_body[(REPO, FILE)]
-    path = hub.resolve("tiny", progress=False)
+    path = hub.resolve("tiny", download=True, progress=False)
     assert path.read_bytes() == DATA and fake.count("HEAD") == 2
 
 
 def test_corrupted_cache_is_detected_and_healed(fake, tmp_path):
-    path = hub.resolve("tiny", progress=False)
+    path = hub.resolve("tiny", download=True, progress=False)
     blob = path.resolve()
     blob.write_bytes(b"\0" * len(DATA))  # bit rot / a tool that overwrote the blob: same size
     with pytest.raises(hub.ModelNotAvailableError, match="rejected"):
         hub.resolve("tiny", download=False)
     heads = fake.count("HEAD")
-    assert hub.resolve("tiny", progress=False).read_bytes() == DATA
+    assert hub.resolve("tiny", download=True, progress=False).read_bytes() == DATA
     assert fake.count("HEAD") == heads + 1
 
 
 def test_download_into_host_models_dir(fake, tmp_path):
     host_dir = tmp_path / "ComfyUI" / "models" / "pal"
-    path = hub.resolve("tiny", models_dir=host_dir, progress=False)
+    path = hub.resolve("tiny", download=True, models_dir=host_dir, progress=False)
     assert path == host_dir / FILE and path.read_bytes() == DATA and not path.is_symlink()
     before = len(fake.requests)
     assert hub.resolve("tiny", models_dir=host_dir) == path and len(fake.requests) == before
     # `pal models download --models-dir` copies a cached copy instead of downloading again
     other = tmp_path / "sd-webui" / "models" / "pal"
-    cached = hub.resolve("tiny", progress=False)
+    cached = hub.resolve("tiny", download=True, progress=False)
     before = len(fake.requests)
     assert hub.download("tiny", models_dir=other, progress=False).read_bytes() == DATA
     assert cached.exists() and len(fake.requests) == before
@@ -131,7 +131,7 @@ def test_bad_download_into_models_dir_is_removed(fake, tmp_path):
     host_dir = tmp_path / "models" / "pal"
     fake.override_body[(REPO, FILE)] = DATA[::-1]
     with pytest.raises(hub.ChecksumMismatchError):
-        hub.resolve("tiny", models_dir=host_dir, progress=False)
+        hub.resolve("tiny", download=True, models_dir=host_dir, progress=False)
     assert not (host_dir / FILE).exists()
 
 
@@ -148,7 +148,7 @@ def _entry(tmp_path, fake, **fields):
 def test_hub_errors_become_clear_messages(fake, tmp_path, fields, expect):
     _entry(tmp_path, fake, **fields)
     with pytest.raises(hub.HubDownloadError) as ei:
-        hub.resolve("tiny", progress=False)
+        hub.resolve("tiny", download=True, progress=False)
     for text in expect:
         assert text in str(ei.value)
     assert "put" in str(ei.value).lower()  # always says how to do it by hand
@@ -158,12 +158,12 @@ def test_gated_and_private_repos(fake, tmp_path, monkeypatch):
     fake.repos[REPO].gated = True
     _entry(tmp_path, fake)
     with pytest.raises(hub.HubDownloadError, match="gated"):
-        hub.resolve("tiny", progress=False)
+        hub.resolve("tiny", download=True, progress=False)
     fake.repos[REPO].gated = False
     fake.repos[REPO].private = True
     with pytest.raises(hub.HubDownloadError, match="private"):
-        hub.resolve("tiny", progress=False)
-    path = hub.resolve("tiny", token="hf_loopback_token", progress=False)
+        hub.resolve("tiny", download=True, progress=False)
+    path = hub.resolve("tiny", download=True, token="hf_loopback_token", progress=False)
     assert path.read_bytes() == DATA
     head = [r for r in fake.requests if r.method == "HEAD" and r.server == "hub"][-1]
     assert head.headers.get("authorization") == "Bearer hf_loopback_token"
@@ -175,7 +175,7 @@ def test_mirror_of_an_unpublished_entry_via_env(fake, tmp_path, monkeypatch):
     mirror_commit = fake.add_file("someone/pal-mirror", "pal4vst-unified-swin-b-w12.safetensors", DATA)
     monkeypatch.setenv("PAL_HUB_REPO_PAL4VST_UNIFIED", "someone/pal-mirror")
     monkeypatch.setenv("PAL_HUB_SHA256_PAL4VST_UNIFIED", hashlib.sha256(DATA).hexdigest())
-    path = hub.resolve("pal4vst-unified", progress=False)
+    path = hub.resolve("pal4vst-unified", download=True, progress=False)
     assert path.read_bytes() == DATA and mirror_commit in str(path)
 
 

@@ -96,7 +96,7 @@ def test_push_uploads_checkpoint_and_card_then_round_trips(fake, tmp_path):
 
     # the returned registry entry downloads the same bytes by name (private repo: token needed)
     write_user_registry(tmp_path, {"pal-tiny": result["registry_entry"]})
-    got = hub.resolve("pal-tiny", token="hf_write_token", progress=False)
+    got = hub.resolve("pal-tiny", download=True, token="hf_write_token", progress=False)
     assert got.read_bytes() == ckpt.read_bytes()
 
     # pushing again to the existing repo (409 on create) adds a commit with a custom card
