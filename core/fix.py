@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from . import options as _schema
 from .components import to_float_mask
 from .composite import composite
 from .crop import CropPlan, as_image_list, extract_crops, plan_crops
@@ -20,22 +21,31 @@ from .inpainters import Inpainter, make_inpainter
 from .par import par as par_of_mask
 
 
+def _d(name: str):
+    """The schema's default (core/options.py is the one definition), as the core spells it."""
+    o = _schema.get(name, "cli") if name in _schema.names("cli") else _schema.get(name)
+    return o.default
+
+
 @dataclass
 class FixOptions:
-    zoom: float = 1.5  # crop side = zoom * longest component side
-    size: int = 512  # working size of every crop (multiple of 8; 1024 for SDXL)
-    min_side: int = 64  # smallest crop side in original pixels
-    overflow: str = "fit"  # crop larger than the image: "fit" (shrink) or "pad" (reflect-pad)
+    """Core fix options. Defaults come from the option schema; ``options.fix_options`` maps host values
+    (``-1``/``0`` = auto sentinels) onto these fields."""
+
+    zoom: float = _d("zoom")  # crop side = zoom * longest component side
+    size: int = 512  # working size of every crop (multiple of 8; 1024 for SDXL); schema's 0 = auto -> 512
+    min_side: int = _d("min_side")  # smallest crop side in original pixels
+    overflow: str = _d("overflow")  # crop larger than the image: "fit" (shrink) or "pad" (reflect-pad)
     dilate: int | str = "auto"  # "auto" = official 5x5 kernel x5 at 512 scale; pixels; 0 = off
-    threshold: float = 0.5  # probability threshold for the artifact mask
-    min_area: int = 0  # drop components with fewer artifact pixels (before dilation)
-    max_regions: int = 8  # keep at most this many components per image per round
-    order: str = "area"  # "area" (largest first) or "score" (PAR contribution)
+    threshold: float = _d("threshold")  # probability threshold for the artifact mask
+    min_area: int = _d("min_area")  # drop components with fewer artifact pixels (before dilation)
+    max_regions: int | None = _d("max_regions")  # keep at most this many components per image per round
+    order: str = _d("order")  # "area" (largest first) or "score" (PAR contribution)
     merge_overlap: float | None = None  # merge components whose crops overlap this much
     feather: int | str = "auto"  # blend fade in original pixels; "auto" ~ crop side / 16
-    color_match: bool = False  # match the patch's Lab mean/std to the ring around the mask
-    guard: bool = False  # re-detect and keep a crop only if its artifact ratio went down
-    rounds: int = 1  # repeat detect -> fix (needs a detector beyond round 1)
+    color_match: bool = _d("color_match")  # match the patch's Lab mean/std to the ring around the mask
+    guard: bool = _d("par_guard")  # re-detect and keep a crop only if its artifact ratio went down
+    rounds: int = _d("rounds")  # repeat detect -> fix (needs a detector beyond round 1)
 
     def plan_kwargs(self) -> dict:
         return dict(

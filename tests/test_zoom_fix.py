@@ -60,7 +60,7 @@ def with_red(img: np.ndarray, *rects) -> np.ndarray:
     return out
 
 
-OPTS = dict(size=64, min_side=16)
+OPTS = dict(size=64, min_side=16, min_area=0)  # tiny synthetic regions: keep every pixel
 
 
 def test_fix_with_mask_replaces_region_and_keeps_the_rest():
@@ -175,7 +175,7 @@ def test_float_image_and_one_pixel_wide_image():
     img = grey_gradient(1, 50).astype(np.float32) / 255
     m = np.zeros((1, 50), bool)
     m[0, 20:23] = True
-    res = fix_image(img, m, "opencv", size=16, dilate=0, min_side=4)
+    res = fix_image(img, m, "opencv", size=16, dilate=0, min_side=4, min_area=0)
     assert res.image.dtype == np.float32 and res.image.shape == img.shape
     assert res.report["crops"][0]["padding"][1] + res.report["crops"][0]["padding"][3] > 0  # reflect-padded rows
     assert np.array_equal(res.image[0, :10], img[0, :10])
