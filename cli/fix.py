@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from ..core import options as O
 from ..core.imageio import IMAGE_EXTENSIONS, ImageLoadError, atomic_write_text, iter_image_paths, load_image
 from .common import OutputPlanner, add_model_args, emit, load_detector_from_args, progress, warn
 
-
-def _auto_or_int(value: str):
-    if value == "auto":
-        return "auto"
-    try:
-        v = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number of pixels, got {value!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected >= 0, got {v}")
-    return v
-
-
-def _size(value: str) -> int:
-    v = int(value)
-    if v < 8 or v % 8:
-        raise argparse.ArgumentTypeError(f"--size must be a positive multiple of 8 (512, 768, 1024), got {v}")
-    return v
+# Flags generated from the one option schema (core/options.py); only the inpainter's are CLI-local.
+REGION_OPTIONS = ["zoom", "size", "min_side", "overflow", "dilation", "min_area", "max_regions", "order",
+                  "merge_overlap"]
+BLEND_OPTIONS = ["feather", "color_match", "par_guard", "rounds"]
+FIX_OPTIONS = ["threshold", *REGION_OPTIONS, *BLEND_OPTIONS]
 
 
 def register(subparsers) -> None:
@@ -51,29 +38,9 @@ def register(subparsers) -> None:
                      help="use this mask (white = fix) instead of the detector; a folder is matched by "
                           "file stem (<stem>.png or <stem>_mask.png). With --model or --guard the "
                           "detector still measures PAR")
-    src.add_argument("--threshold", type=float, default=0.5, help="artifact probability threshold (0.5)")
-    reg = p.add_argument_group("regions and crops")
-    reg.add_argument("--zoom", type=float, default=1.5, help="crop side = zoom x longest region side (1.5)")
-    reg.add_argument("--size", type=_size, default=512, help="working size of each crop (512; 1024 for SDXL)")
-    reg.add_argument("--min-side", type=int, default=64, help="smallest crop side in image pixels (64)")
-    reg.add_argument("--overflow", choices=("fit", "pad"), default="fit",
-                     help="crop larger than the image: shrink to fit, or reflect-pad (fit)")
-    reg.add_argument("--dilate", type=_auto_or_int, default="auto",
-                     help="grow the mask by N px; auto = official 5x5 kernel x5 at 512 scale (auto)")
-    reg.add_argument("--min-area", type=int, default=0, help="ignore regions with fewer artifact pixels (0)")
-    reg.add_argument("--max-regions", type=int, default=8, help="fix at most N regions per image per round (8)")
-    reg.add_argument("--order", choices=("area", "score"), default="area",
-                     help="which regions first: largest area or highest PAR contribution (area)")
-    reg.add_argument("--merge-overlap", type=float, default=None,
-                     help="merge regions whose crops overlap by this fraction (e.g. 0.5); off by default")
-    bl = p.add_argument_group("blending and refinement")
-    bl.add_argument("--feather", type=_auto_or_int, default="auto",
-                    help="blend fade width in image pixels (auto = crop side / 16)")
-    bl.add_argument("--color-match", action="store_true",
-                    help="match each patch's colour/tone (Lab mean/std) to the ring around it")
-    bl.add_argument("--guard", action="store_true",
-                    help="re-detect and keep a crop's fix only if its artifact ratio went down")
-    bl.add_argument("--rounds", type=int, default=1, help="repeat detect -> fix up to N times (1)")
+    O.add_cli_arguments(src, ["threshold"])
+    O.add_cli_arguments(p.add_argument_group("regions and crops"), REGION_OPTIONS)
+    O.add_cli_arguments(p.add_argument_group("blending and refinement"), BLEND_OPTIONS)
     ip = p.add_argument_group("inpainter")
     ip.add_argument("--inpainter", default="opencv",
                     help="opencv (Telea, default, offline CPU), opencv-ns, biharmonic, or "
@@ -142,7 +109,7 @@ def make_vis(before: np.ndarray, after: np.ndarray, mask: np.ndarray, crops: lis
 
 
 def run(args) -> int:
-    from ..core.fix import FixOptions, fix_image
+    from ..core.fix import fix_image
     from ..core.imageio import save_image_atomic
     from ..core.inpainters import make_inpainter
 
@@ -155,12 +122,7 @@ def run(args) -> int:
         emit({"error": f"--mask {mask_arg} does not exist"})
         return 2
     try:
-        opts = FixOptions(
-            zoom=args.zoom, size=args.size, min_side=args.min_side, overflow=args.overflow, dilate=args.dilate,
-            threshold=args.threshold, min_area=args.min_area, max_regions=args.max_regions, order=args.order,
-            merge_overlap=args.merge_overlap, feather=args.feather, color_match=args.color_match,
-            guard=args.guard, rounds=args.rounds,
-        )
+        opts = O.fix_options(O.cli_values(args, FIX_OPTIONS))
         inpainter = make_inpainter(
             args.inpainter, prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
             strength=args.strength, guidance=args.guidance, seed=args.seed, device=args.device,
@@ -169,7 +131,7 @@ def run(args) -> int:
         emit({"error": str(e)})
         return 2
     detector = None
-    if mask_arg is None or args.model is not None or args.guard:
+    if mask_arg is None or args.model is not None or args.par_guard:
         try:
             detector = load_detector_from_args(args)
         except Exception as e:  # one clear line instead of a traceback

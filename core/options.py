@@ -140,7 +140,7 @@ OPTIONS: tuple[Option, ...] = (
            "Crop zoom", min=1.0, max=4.0, step=0.05),
     Option("size", "int", 0, "Working size every crop is resized to for inpainting; 0 = auto: the generation "
            "size in A1111, the model's native size in ComfyUI Auto Fix (1024 for SDXL-class models, else 512), "
-           "512 elsewhere.", "Inpaint size (0 = auto)", min=64, max=4096, step=8, auto=0, multiple_of=8,
+           "512 elsewhere.", "Inpaint size (0 = auto)", min=16, max=4096, step=8, auto=0, multiple_of=8,
            aliases=("inpaint_size",)),
     Option("min_side", "int", 64, "Smallest crop side in image pixels.", "Min crop side", min=8, max=4096,
            step=8, hosts=_h(L)),

@@ -26,7 +26,7 @@ def test_coerce_ok(name, value, expected):
 
 @pytest.mark.parametrize("name,value,words", [
     ("threshold", 1.5, "0.01 to 0.99"), ("threshold", "abc", "not a number"), ("threshold", float("nan"), "number"),
-    ("min_area", 2.5, "whole number"), ("size", 100, "multiple of 8"), ("size", 32, "out of range"),
+    ("min_area", 2.5, "whole number"), ("size", 100, "multiple of 8"), ("size", 8, "out of range"),
     ("dilation", -2, "out of range"), ("order", "random", "one of"), ("par_guard", "maybe", "true or false"),
     ("rounds", 0, "1 to 8"),
 ])

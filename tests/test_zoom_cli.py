@@ -103,7 +103,7 @@ def test_fix_with_detector_guard_and_options(tmp_path, capsys):
     img_path = tmp_path / "x.png"
     _img(img_path, 48, 64, (10, 20, 10, 20))
     model = FIXTURES / "tiny_swin_upernet_w7.pth"
-    rc = main(["fix", str(img_path), "--out", str(tmp_path / "o"), "--model", str(model), "--threshold", "0.0",
+    rc = main(["fix", str(img_path), "--out", str(tmp_path / "o"), "--model", str(model), "--threshold", "0.01",
                "--max-regions", "1", "--size", "32", "--guard", "--color-match", "--feather", "4", "--dilate", "0",
                "--inpainter", "opencv-ns"])
     assert rc == 0, capsys.readouterr()
