@@ -1,7 +1,11 @@
-"""Robust image reading and atomic writing shared by the CLI, training and the hosts."""
+"""Robust image reading, the one float<->uint8 conversion, file hashing and atomic writing.
+
+Shared by the CLI, training, the models and the hosts (core/ imports none of them).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import warnings
@@ -24,6 +28,58 @@ class ImageLoadError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def to_numpy(x) -> np.ndarray:
+    """numpy array, torch tensor (any device; duck-typed, no torch import) or array-like -> numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def to_float01(img) -> np.ndarray:
+    """uint8 (/255), uint16 (/65535), bool or float (clipped to 0..1) -> float32 in 0..1, same shape."""
+    a = to_numpy(img)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype == np.uint16:
+        return a.astype(np.float32) / 65535.0
+    return np.clip(a.astype(np.float32), 0.0, 1.0)
+
+
+def from_float01(x, dtype=np.uint8) -> np.ndarray:
+    """Float 0..1 -> ``dtype``: uint8/uint16 scaled, clipped and rounded half to even; a float dtype is a cast.
+
+    Computed in the input's precision (float16 in float32), so float64 inputs keep float64 rounding.
+    """
+    a = to_numpy(x)
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8 or dtype == np.uint16:
+        if not np.issubdtype(a.dtype, np.floating) or a.dtype == np.float16:
+            a = a.astype(np.float32)
+        hi = 255.0 if dtype == np.uint8 else 65535.0
+        return np.rint(np.clip(a, 0.0, 1.0) * hi).astype(dtype)
+    return a.astype(dtype)
+
+
+def to_uint8(img) -> np.ndarray:
+    """Any image array or tensor -> uint8, same shape: uint8 as is, uint16 / 257, bool 0/255, float 0..1 x 255.
+
+    A torch tensor is converted on its own device (float32, like ComfyUI's IMAGE) and only the
+    uint8 result is copied to the host.
+    """
+    if hasattr(img, "detach"):  # torch, duck-typed: clamp/round on the device, ship 1 byte per value
+        return img.detach().float().clamp(0, 1).mul(255.0).round().byte().cpu().numpy()
+    a = np.asarray(img)
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == np.uint16:
+        return (a.astype(np.float32) / 257.0).round().astype(np.uint8)
+    if a.dtype == bool:
+        return a.astype(np.uint8) * np.uint8(255)
+    if np.issubdtype(a.dtype, np.floating):
+        return from_float01(a, np.uint8)
+    raise ValueError(f"image dtype {a.dtype}: expected uint8, uint16, bool or float in 0..1")
 
 
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:
@@ -98,6 +154,24 @@ def iter_image_paths(inputs: Iterable[str | os.PathLike], recursive: bool = Fals
                     yield f
         else:
             yield p
+
+
+_HASH_MEMO: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 hex of a file; memoised per (real path, inode, size, mtime, ctime), so loading the
+    same 250 MB checkpoint twice in one process hashes it once, and any rewrite re-hashes."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    key = (real, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _HASH_MEMO:
+        h = hashlib.sha256()
+        with open(real, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
 
 
 def _umask() -> int:
