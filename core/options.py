@@ -183,6 +183,11 @@ OPTIONS: tuple[Option, ...] = (
            step=1, hosts=_h(C)),
     Option("grow_mask_by", "int", 6, "Latent mask growth (VAEEncodeForInpaint mode only).", "Grow mask by",
            min=0, max=64, step=1, hosts=_h(C)),
+    Option("noise_mask_feather", "int", 0, "Soft noise mask: fade the re-generated area out over this many "
+           "working pixels around the mask, with ComfyUI's Differential Diffusion (where it exists); 0 = hard "
+           "mask.", "Noise mask feather", min=0, max=256, step=1, hosts=_h(C)),
+    Option("preview", "bool", True, "Show preview images on the node (sizes are capped).", "Preview",
+           hosts=_h(C)),
     # --- A1111: the nested img2img pass and batch handling
     Option("enabled", "bool", False, "Run PAL Auto-Fix on every generated image.", "Enable PAL Auto-Fix",
            hosts=_h(A)),
@@ -202,8 +207,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("score_only", "bool", False, "Only score (PAR in the infotext), don't fix.", "Only score, don't fix",
            hosts=_h(A)),
     Option("rank_batch", "bool", False, "Rank the batch by PAR, lowest first.", "Rank batch by PAR", hosts=_h(A)),
-    Option("max_par", "float", 0.0, "Drop images above this PAR from the result; 0 = keep all.",
+    Option("max_par", "float", 0.0, "Drop images above this PAR from the result; 0 = keep all. When every image "
+           "is above it, the lowest-PAR one is kept and its infotext says so (never an empty result).",
            "Max PAR (0 = keep all)", min=0.0, max=1.0, step=0.005, hosts=_h(A)),
+    Option("skip_img2img", "bool", False, "img2img only: fix the input image itself, without a first img2img pass "
+           "(like ADetailer's skip img2img); not with an inpaint mask.", "PAL only: skip img2img", hosts=_h(A)),
+    Option("save_before", "bool", False, "Also save the image as it was before the fix (suffix -pal-before), next to "
+           "the output.", "Save the image before the fix", hosts=_h(A)),
+    Option("save_previews", "bool", False, "Save a before/after preview with the artifact overlay and the crop boxes "
+           "(suffix -pal-preview), next to the output.", "Save before/after previews", hosts=_h(A)),
 )
 
 
