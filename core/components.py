@@ -108,11 +108,16 @@ def _resolve_dilate(dilate, h: int, w: int) -> tuple[int, int]:
     return r, r
 
 
+def zoom_side(longest: int, zoom: float, min_side: int) -> int:
+    """The zoom rule, written once: crop side = max(ceil(zoom * longest side), min_side, longest side, 1)."""
+    longest = int(longest)
+    return max(int(math.ceil(zoom * longest - 1e-9)), int(min_side), longest, 1)
+
+
 def square_box(bbox, zoom: float, min_side: int) -> tuple[int, int, int, int, int]:
-    """Unclipped centred square for a bbox: (x0, y0, x1, y1, side); side = max(ceil(zoom*L), min_side, L)."""
+    """Unclipped centred square for a bbox: (x0, y0, x1, y1, side), side from ``zoom_side``."""
     x0, y0, x1, y1 = bbox
-    longest = max(x1 - x0, y1 - y0)
-    side = max(int(math.ceil(zoom * longest - 1e-9)), int(min_side), longest, 1)
+    side = zoom_side(max(x1 - x0, y1 - y0), zoom, min_side)
     sx0 = (x0 + x1 - side) // 2
     sy0 = (y0 + y1 - side) // 2
     return sx0, sy0, sx0 + side, sy0 + side, side

@@ -11,7 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .crop import CropPlan, CropSpec, _to_numpy, as_image_list, resize_square, to_float01
+from .crop import CropPlan, CropSpec, as_image_list, resize_square
+from .imageio import from_float01, to_float01, to_numpy
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -88,14 +89,6 @@ def _lab_match(patch: np.ndarray, orig: np.ndarray, ring: np.ndarray, min_pixels
     return np.clip(cv2.cvtColor(out.astype(np.float32), cv2.COLOR_Lab2RGB), 0.0, 1.0)
 
 
-def _from_float(x: np.ndarray, dtype) -> np.ndarray:
-    if dtype == np.uint8:
-        return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-    if dtype == np.uint16:
-        return np.clip(np.rint(x * 65535.0), 0, 65535).astype(np.uint16)
-    return x.astype(dtype)
-
-
 def composite(
     images,
     plan: CropPlan,
@@ -114,7 +107,7 @@ def composite(
     float32 HxW maps of the largest alpha applied per pixel).
     """
     ims = as_image_list(images)
-    patches = _to_numpy(inpainted)
+    patches = to_numpy(inpainted)
     if patches.ndim == 3:
         patches = patches[None]
     if patches.shape[0] != len(plan.crops):
@@ -145,7 +138,7 @@ def composite(
             patch = _lab_match(patch, orig, (alpha > 0) & ~inp_sub)
         blended = orig + alpha[..., None] * (patch - orig)
         # copyto with where= writes only alpha > 0 pixels (no fancy-index gathers on big regions)
-        np.copyto(region, _from_float(blended, canvas.dtype), where=(alpha > 0)[..., None])
+        np.copyto(region, from_float01(blended, canvas.dtype), where=(alpha > 0)[..., None])
         if alphas is not None:
             np.maximum(alphas[c.image_index][y0:y1, x0:x1], alpha, out=alphas[c.image_index][y0:y1, x0:x1])
     return (outs, alphas) if return_alpha else outs

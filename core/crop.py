@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 import cv2
 import numpy as np
 
-from .components import ComponentSet, find_components
+from .components import ComponentSet, find_components, zoom_side
+from .imageio import to_float01, to_numpy
 
 PLAN_FORMAT = "comfyui-pal/crop-plan/1"
 
@@ -62,8 +63,14 @@ class CropSpec:
     score: float = 0.0  # PAR contribution of the component(s)
     feather: int = 0  # blend fade width in original pixels
     skip: bool = False  # placeholder or rejected crop: composite ignores it
+    rule_side: int = 0  # side the zoom rule asked for (0 = not recorded, plans from older versions)
     mask: np.ndarray | None = field(default=None, repr=False)  # this crop's own component(s)
     inpaint_mask: np.ndarray | None = field(default=None, repr=False)  # own + other kept components
+
+    @property
+    def capped(self) -> bool:
+        """True when ``overflow="fit"`` shrank the square below the zoom rule (the image is too small)."""
+        return self.side < self.rule_side
 
     @property
     def square(self) -> list[int]:
@@ -153,18 +160,21 @@ def crop_geometry(
 ) -> tuple[list[int], list[int], int]:
     """(box, padding, side) for one component bbox.
 
-    side = max(ceil(zoom * longest side), min_side). When that exceeds the image,
-    ``overflow="fit"`` shrinks the square to the largest that fits (never below the component's
-    longest side) and reflect-pads only if even that does not fit; ``"pad"`` keeps the full side
-    and reflect-pads.
+    The rule: side = ``zoom_side`` = max(ceil(zoom * longest side), min_side). When that square
+    does not fit in the image, ``overflow="pad"`` keeps it and reflect-pads; ``overflow="fit"``
+    shrinks it to the largest square inside the image that still holds the component (side =
+    the image's short side; the rule is then *capped*, ``CropSpec.capped``). Where no square
+    inside the image holds the component (a component longer than the image's short side, e.g.
+    on a 37 px strip), padding is unavoidable, and a padded square always honours the rule.
     """
     if overflow not in ("fit", "pad"):
         raise ValueError(f"overflow must be 'fit' or 'pad', got {overflow!r}")
     x0, y0, x1, y1 = (int(v) for v in bbox)
     longest = max(x1 - x0, y1 - y0, 1)
-    side = max(int(np.ceil(zoom * longest - 1e-9)), int(min_side), longest)
-    if overflow == "fit" and side > min(height, width):
-        side = max(min(height, width), longest)
+    side = zoom_side(longest, zoom, min_side)
+    short = min(height, width)
+    if overflow == "fit" and longest <= short < side:
+        side = short  # largest square that fits and contains the component: no padding needed
     bx0, bx1, pl, pr = _axis(x0, x1, side, width)
     by0, by1, pt, pb = _axis(y0, y1, side, height)
     return [bx0, by0, bx1, by1], [pl, pt, pr, pb], side
@@ -191,18 +201,12 @@ def _check_size(size: int) -> int:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _to_numpy(x) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def as_image_list(images) -> list[np.ndarray]:
     """[B,H,W,C] array/tensor, one HxWxC image, or a list of them -> list of HxWx3 arrays (dtype kept)."""
     if isinstance(images, (list, tuple)):
-        out = [_to_numpy(im) for im in images]
+        out = [to_numpy(im) for im in images]
     else:
-        arr = _to_numpy(images)
+        arr = to_numpy(images)
         out = list(arr) if arr.ndim == 4 else [arr]
     res = []
     for i, im in enumerate(out):
@@ -229,7 +233,7 @@ def _mask_list(masks, n: int) -> list:
     if isinstance(masks, (list, tuple)):
         ms = list(masks)
     else:
-        arr = _to_numpy(masks)
+        arr = to_numpy(masks)
         # [B,H,W] batch, unless it is one HxWx1/HxWx3 mask
         batch = arr.ndim == 3 and (arr.shape[0] == n or arr.shape[-1] not in (1, 3))
         ms = list(arr) if batch else [arr]
@@ -302,10 +306,11 @@ def plan_crops(
             else:
                 inp = own.copy()
             fe = default_feather(side) if feather in (None, "auto") else max(0, int(feather))
+            bx0, by0, bx1, by1 = comp.bbox
             crops.append(CropSpec(
                 image_index=idx, box=box, padding=pad, side=side, size=size, scale=size / side,
                 component_bbox=list(comp.bbox), area=comp.area, score=comp.score, feather=fe,
-                mask=own, inpaint_mask=inp,
+                rule_side=zoom_side(max(bx1 - bx0, by1 - by0), zoom, min_side), mask=own, inpaint_mask=inp,
             ))
     if placeholder_if_empty and not crops and sizes:
         h, w = sizes[0]
@@ -317,14 +322,6 @@ def plan_crops(
 
 
 # ----------------------------------------------------------------------------- extraction
-def to_float01(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img.astype(np.float32) / 255.0
-    if img.dtype == np.uint16:
-        return img.astype(np.float32) / 65535.0
-    return np.clip(img.astype(np.float32), 0.0, 1.0)
-
-
 def resize_square(arr: np.ndarray, side: int) -> np.ndarray:
     """Resize a float square (HxW or HxWxC) to side x side: area averaging when shrinking (antialias)."""
     if arr.shape[0] == side and arr.shape[1] == side:

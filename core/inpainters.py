@@ -18,6 +18,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from .imageio import to_float01, to_uint8
+
 
 @runtime_checkable
 class Inpainter(Protocol):
@@ -76,8 +78,7 @@ class OpenCVInpainter:
             mk = m[i] > 0.5
             if not mk.any():
                 continue
-            u8 = np.clip(np.rint(c[i] * 255.0), 0, 255).astype(np.uint8)
-            filled = cv2.inpaint(u8, mk.astype(np.uint8), self.radius, flag).astype(np.float32) / 255.0
+            filled = to_float01(cv2.inpaint(to_uint8(c[i]), mk.astype(np.uint8), self.radius, flag))
             out[i][mk] = filled[mk]
         return out
 
@@ -216,7 +217,7 @@ class DiffusersInpainter:
         todo = [i for i in range(c.shape[0]) if (m[i] > 0.5).any()]
         for start in range(0, len(todo), self.batch_size):
             idx = todo[start : start + self.batch_size]
-            imgs = [Image.fromarray(np.clip(np.rint(c[i] * 255), 0, 255).astype(np.uint8)) for i in idx]
+            imgs = [Image.fromarray(to_uint8(c[i])) for i in idx]
             mks = [Image.fromarray(((m[i] > 0.5) * 255).astype(np.uint8), mode="L") for i in idx]
             gen_dev = "cpu" if str(dev).startswith("mps") else dev
             gens = [torch.Generator(device=gen_dev).manual_seed(self.seed + i) for i in idx]

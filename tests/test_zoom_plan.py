@@ -172,9 +172,13 @@ def test_overflow_fit_and_pad():
     assert side == 100 and pad == [0, 0, 0, 0] and box[3] - box[1] == 100
     box, pad, side = crop_geometry([10, 10, 90, 90], 100, 1000, zoom=1.5, min_side=0, overflow="pad")
     assert side == 120 and pad[1] + pad[3] == 20 and box[1] == 0 and box[3] == 100
-    # a component wider than the image is tall needs padding even in fit mode
+    # a component wider than the image is tall needs padding even in fit mode, and then the
+    # padded square honours the rule (1.5 x 500), not just the component's own side
     box, pad, side = crop_geometry([0, 0, 500, 50], 100, 1000, zoom=1.5, min_side=0, overflow="fit")
-    assert side == 500 and pad[1] + pad[3] == 400 and box[2] - box[0] == 500
+    assert side == 750 and pad[1] + pad[3] == 650 and box[2] - box[0] == 750
+    # the case: 211x37 image, 61 px wide component -> 92, not 61
+    box, pad, side = crop_geometry([75, 0, 136, 37], 37, 211, zoom=1.5, min_side=64, overflow="fit")
+    assert side == 92 and box == [59, 0, 151, 37] and pad == [0, 27, 0, 28]
 
 
 @FAST
@@ -200,10 +204,11 @@ def test_plan_invariants(im_m, opts):
         bx0, by0, bx1, by1 = c.component_bbox
         longest = max(bx1 - bx0, by1 - by0)
         rule = max(math.ceil(opts["zoom"] * longest - 1e-9), opts["min_side"], longest)
-        if opts["overflow"] == "pad":
-            assert c.side == rule
+        assert c.rule_side == rule
+        if opts["overflow"] == "pad" or left + right + top + bottom:
+            assert c.side == rule and not c.capped, "a padded square honours the zoom rule"
         else:
-            assert c.side == rule or c.side == max(min(h, w), longest) < rule
+            assert c.side == rule or (c.side == min(h, w) < rule and c.capped)
         sq = c.square
         assert sq[0] <= bx0 and sq[1] <= by0 and bx1 <= sq[2] and by1 <= sq[3], "component inside the square"
         assert c.mask.shape == (c.side, c.side) and c.inpaint_mask.shape == c.mask.shape
