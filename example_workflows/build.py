@@ -39,6 +39,8 @@ CORE_NODES = {
     "VAEDecode": {"inputs": [("samples", "LATENT", False), ("vae", "VAE", False)], "outputs": ["IMAGE"]},
     "VAEEncodeForInpaint": {"inputs": [("pixels", "IMAGE", False), ("vae", "VAE", False), ("mask", "MASK", False),
                                        ("grow_mask_by", "INT", True)], "outputs": ["LATENT"]},
+    "VAEEncode": {"inputs": [("pixels", "IMAGE", False), ("vae", "VAE", False)], "outputs": ["LATENT"]},
+    "SetLatentNoiseMask": {"inputs": [("samples", "LATENT", False), ("mask", "MASK", False)], "outputs": ["LATENT"]},
 }
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CKPT = "v1-5-pruned-emaonly.safetensors"  # the checkpoint ComfyUI's default workflow uses
@@ -82,7 +84,7 @@ def node_specs() -> dict:
 
 
 LOADER = ("PALModelLoader", {"model_name": "pal-starter", "device": "auto", "precision": "auto"})
-CROP_OPTS = {"zoom": 1.5, "size": 512, "min_area": 16, "max_regions": 8, "dilation": -1, "feather": -1}
+CROP_OPTS = {"zoom": 1.5, "size": 0, "min_area": 16, "max_regions": 8, "dilation": -1, "feather": -1}
 
 
 def txt2img(batch=1, seed=42):
@@ -103,12 +105,13 @@ def zoom_tail(image, inpaint):
     g = {
         "10": LOADER,
         "11": ("PALDetect", {"pal_model": L(10), "image": image, "threshold": 0.5, "dilation": 0, "preview": True}),
-        "13": ("PALZoomCrop", {"image": image, "mask": L(11), **CROP_OPTS, "threshold": 0.5}),
+        "13": ("PALZoomCrop", {"image": image, "mask": L(11), **CROP_OPTS, "threshold": 0.5, "order": "area",
+                               "merge_overlap": 0.0}),
         "14": ("PreviewImage", {"images": L(13)}),
     }
     g.update(inpaint)
     g["20"] = ("PALComposite", {"image": image, "inpainted": L(19), "stitch": L(13, 2), "feather": -1,
-                                "color_match": False})
+                                "color_match": False, "preview": True})
     g["21"] = ("SaveImage", {"images": L(20), "filename_prefix": "pal_fixed"})
     g["22"] = ("PALScore", {"image": L(20), "threshold": 0.5, "pal_model": L(10)})
     return g
@@ -129,10 +132,13 @@ WORKFLOWS = {
     "02_txt2img_zoom_inpaint": {
         **txt2img(),
         **zoom_tail(L(6), {
-            "17": ("VAEEncodeForInpaint", {"pixels": L(13), "vae": L(1, 2), "mask": L(13, 1), "grow_mask_by": 6}),
+            # noise mask on the real crop: works with any checkpoint at any denoise (VAEEncodeForInpaint
+            # would grey the mask first and needs an inpainting checkpoint at denoise 1)
+            "16": ("VAEEncode", {"pixels": L(13), "vae": L(1, 2)}),
+            "17": ("SetLatentNoiseMask", {"samples": L(16), "mask": L(13, 1)}),
             "18": ("KSampler", {"model": L(1), "seed": 7, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
                                 "scheduler": "normal", "positive": L(2), "negative": L(3), "latent_image": L(17),
-                                "denoise": 1.0}),
+                                "denoise": 0.6}),
             "19": ("VAEDecode", {"samples": L(18), "vae": L(1, 2)}),
         }),
     },
@@ -154,11 +160,13 @@ WORKFLOWS = {
         "10": LOADER,
         "11": ("PALAutoFix", {"image": L(6), "pal_model": L(10), "model": L(1), "vae": L(1, 2), "positive": L(2),
                               "negative": L(3), "seed": 7, "steps": 20, "cfg": 7.0, "sampler_name": "euler",
-                              "scheduler": "normal", "denoise": 0.75, "threshold": 0.5, **CROP_OPTS,
+                              "scheduler": "normal", "denoise": 0.5, "threshold": 0.5, **CROP_OPTS,
                               "rounds": 1, "par_guard": True, "crop_batch": 4, "grow_mask_by": 6,
-                              "color_match": False}),
+                              "color_match": False, "inpaint_mode": "auto", "noise_mask_feather": 0,
+                              "order": "area", "merge_overlap": 0.0, "preview": True}),
         "12": ("SaveImage", {"images": L(11), "filename_prefix": "pal_autofix"}),
         "13": ("PreviewAny", {"source": L(11, 4)}),
+        "14": ("PreviewImage", {"images": L(11, 5)}),
     },
 }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import host
 from .nodes_detect import PALDetect, PALModelLoader, PALScore, PALSortByPAR
-from .nodes_zoom import PALAutoFix, PALComposite, PALZoomCrop
+from .nodes_zoom import PALAutoFix, PALComposite, PALToSEGS, PALZoomCrop
 
 # Inside ComfyUI folder_paths is already loaded: register models/pal before the loader lists it.
 host.register_model_folder()
@@ -21,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "PALZoomCrop": PALZoomCrop,
     "PALComposite": PALComposite,
     "PALAutoFix": PALAutoFix,
+    "PALToSEGS": PALToSEGS,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -31,6 +32,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PALZoomCrop": "PAL Zoom Crop",
     "PALComposite": "PAL Composite",
     "PALAutoFix": "PAL Auto Fix",
+    "PALToSEGS": "PAL to SEGS",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

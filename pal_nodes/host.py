@@ -240,24 +240,165 @@ def _core_nodes():
     return nodes
 
 
+def _first(out):
+    """First output of a V1 node call (a tuple) or a V3 one (io.NodeOutput)."""
+    if hasattr(out, "result") and not isinstance(out, (tuple, list)):
+        out = out.result
+    return out[0]
+
+
+# --------------------------------------------------------------------------- model facts
+def _base_model(model):
+    return getattr(model, "model", model)  # ModelPatcher -> BaseModel
+
+
+def is_inpaint_model(model) -> bool:
+    """True for inpainting / Fill-type models: those ComfyUI feeds a mask + masked image as extra input.
+
+    ComfyUI decides this when it loads the checkpoint (supported_models_base.inpaint_model: the UNet has
+    more input channels than the latent, e.g. 9 for SD1.5-inpainting) and then gives the model the
+    concat keys "mask"/"masked_image" (or "mask_inverted" for Fill models); that is what we read.
+    """
+    bm = _base_model(model)
+    keys = getattr(bm, "concat_keys", None)
+    if keys is not None:
+        return any(k in ("mask", "masked_image", "mask_inverted") for k in keys)
+    cfg = getattr(bm, "model_config", None)
+    try:
+        unet = cfg.unet_config
+        latent_ch = getattr(cfg.latent_format, "latent_channels", 4)
+        return int(unet.get("in_channels", latent_ch)) > int(latent_ch)
+    except AttributeError:
+        return False
+
+
+def native_size(model) -> int:
+    """The resolution a model was trained at, as PAL's 'auto' working size: 512 for SD1.x/2.x latents
+    (SD15 latent format), 1024 for SDXL-class and newer models."""
+    bm = _base_model(model)
+    fmt = getattr(bm, "latent_format", None)
+    if fmt is None:
+        cfg = getattr(bm, "model_config", None)
+        fmt = getattr(cfg, "latent_format", None)
+    name = type(fmt).__name__ if fmt is not None and not isinstance(fmt, type) else getattr(fmt, "__name__", "")
+    return 512 if name in ("", "SD15") else 1024
+
+
+def resolve_inpaint_mode(mode: str, model) -> str:
+    if mode == "auto":
+        return "inpaint model conditioning" if is_inpaint_model(model) else "noise mask"
+    return mode
+
+
+def differential_diffusion(model, strength: float = 1.0):
+    """ComfyUI's DifferentialDiffusion patch applied to `model`, or None where ComfyUI has no such node."""
+    nodes = _loaded("nodes")
+    cls = getattr(nodes, "NODE_CLASS_MAPPINGS", {}).get("DifferentialDiffusion") if nodes is not None else None
+    if cls is None:
+        return None
+    if hasattr(cls, "execute") and not hasattr(cls, "FUNCTION"):  # V3 node (comfy_api io.ComfyNode)
+        return _first(cls.execute(model, strength=strength))
+    fn = getattr(cls(), cls.FUNCTION)
+    try:
+        return _first(fn(model, strength=strength))
+    except TypeError:  # older V1 node without the strength input
+        return _first(fn(model))
+
+
+def soft_mask(masks, feather: int):
+    """Binary [N,H,W] mask -> soft mask for Differential Diffusion: 1 on the mask, fading to 0 over
+    `feather` working pixels outside it (the artifact itself is always fully re-generated)."""
+    import torch
+    import torch.nn.functional as F
+
+    if feather <= 0:
+        return masks
+    k = 2 * int(feather) + 1
+    x = masks.unsqueeze(1).float()
+    grown = F.max_pool2d(x, k, stride=1, padding=k // 2)
+    blur = F.avg_pool2d(grown, k, stride=1, padding=k // 2, count_include_pad=False)
+    return torch.maximum(blur, x)[:, 0].clamp(0, 1)
+
+
 class ComfySampler:
-    """Inpaints a crop batch with the host's own VAE + KSampler (VAEEncodeForInpaint path)."""
+    """Inpaints a crop batch with the host's own nodes: conditioning by `mode`, KSampler, VAE decode.
+
+    Modes (core/options.py INPAINT_MODES):
+      * noise mask: VAEEncode of the real crop + SetLatentNoiseMask (any checkpoint, any denoise);
+      * inpaint model conditioning: InpaintModelConditioning (inpainting / Fill models), noise mask kept;
+      * VAEEncodeForInpaint: legacy; greys the mask before encoding (inpainting checkpoints at denoise 1);
+        below denoise 1 the latent the sampler starts from is replaced by the real crop's encoding,
+        so it never starts from grey (an inpainting model still sees the greyed crop as its masked image);
+      * auto: inpaint model conditioning for inpainting models, else noise mask.
+    `noise_mask_feather` > 0 uses a soft noise mask with Differential Diffusion where ComfyUI has it.
+    """
 
     def __init__(self, model, vae, positive, negative, seed, steps, cfg, sampler_name, scheduler,
-                 denoise, grow_mask_by=6):
-        self.model, self.vae = model, vae
+                 denoise, grow_mask_by=6, mode="auto", noise_mask_feather=0):
+        self.vae = vae
         self.positive, self.negative = positive, negative
         self.seed, self.steps, self.cfg = seed, steps, cfg
         self.sampler_name, self.scheduler, self.denoise = sampler_name, scheduler, denoise
         self.grow_mask_by = grow_mask_by
+        self.requested_mode = mode
+        self.mode = resolve_inpaint_mode(mode, model)
+        self.notes: list[str] = []
+        if mode == "auto":
+            self.notes.append(f"inpaint mode auto -> {self.mode}"
+                              + (" (inpainting model)" if self.mode != "noise mask" else ""))
+        if self.mode == "VAEEncodeForInpaint" and denoise < 1.0:
+            self.notes.append(f"VAEEncodeForInpaint at denoise {denoise:g}: sampling starts from the real crop "
+                              "(the legacy node alone would start from grey)")
+        self.feather = int(noise_mask_feather)
+        self.model = model
+        if self.feather > 0:
+            if self.mode == "VAEEncodeForInpaint":
+                self.notes.append("noise_mask_feather ignored: VAEEncodeForInpaint needs a hard mask")
+                self.feather = 0
+            else:
+                patched = differential_diffusion(model)
+                if patched is None:
+                    self.notes.append("no DifferentialDiffusion node in this ComfyUI: hard noise mask used")
+                    self.feather = 0
+                else:
+                    self.model = patched
+                    self.notes.append(f"soft noise mask ({self.feather} px) with Differential Diffusion")
+
+    def condition(self, crops, masks):
+        """-> (positive, negative, latent dict) for one crop chunk; the ComfyUI nodes do the work."""
+        nodes = _core_nodes()
+        pos, neg = self.positive, self.negative
+        noise_mask = soft_mask(masks, self.feather) if self.feather > 0 else masks
+        if self.mode == "noise mask":
+            (latent,) = nodes.VAEEncode().encode(self.vae, crops)
+            (latent,) = nodes.SetLatentNoiseMask().set_mask(latent, noise_mask)
+        elif self.mode == "inpaint model conditioning":
+            pos, neg, latent = nodes.InpaintModelConditioning().encode(pos, neg, crops, self.vae, masks, True)
+            if self.feather > 0:
+                (latent,) = nodes.SetLatentNoiseMask().set_mask(latent, noise_mask)
+        elif self.mode == "VAEEncodeForInpaint":
+            (latent,) = nodes.VAEEncodeForInpaint().encode(self.vae, crops, masks, self.grow_mask_by)
+            if self.denoise < 1.0:
+                grey = latent["samples"]
+                (real,) = nodes.VAEEncode().encode(self.vae, crops)
+                latent = {**latent, "samples": real["samples"]}
+                helpers = _loaded("node_helpers")
+                if helpers is not None and is_inpaint_model(self.model):
+                    vals = {"concat_latent_image": grey, "concat_mask": latent["noise_mask"]}
+                    pos = helpers.conditioning_set_values(pos, vals)
+                    neg = helpers.conditioning_set_values(neg, vals)
+        else:
+            raise ValueError(f"inpaint_mode {self.requested_mode!r} is not one of auto, noise mask, "
+                             "inpaint model conditioning, VAEEncodeForInpaint")
+        return pos, neg, latent
 
     def __call__(self, crops, masks, seed_offset: int = 0):
         """crops [N,H,W,3] 0..1, masks [N,H,W] -> inpainted [N,H,W,3] (same size)."""
         nodes = _core_nodes()
-        (latent,) = nodes.VAEEncodeForInpaint().encode(self.vae, crops, masks, self.grow_mask_by)
+        pos, neg, latent = self.condition(crops, masks)
         (latent,) = nodes.common_ksampler(
-            self.model, self.seed + seed_offset, self.steps, self.cfg, self.sampler_name, self.scheduler,
-            self.positive, self.negative, latent, denoise=self.denoise,
+            self.model, (self.seed + seed_offset) % (1 << 64), self.steps, self.cfg, self.sampler_name, self.scheduler,
+            pos, neg, latent, denoise=self.denoise,
         )
         out = self.vae.decode(latent["samples"])
         if out.ndim == 5:  # video VAEs return [B,T,H,W,C]

@@ -6,6 +6,7 @@ it without ComfyUI. Heavy modules are imported inside the node functions.
 
 from __future__ import annotations
 
+from ..core import options as O
 from . import host
 
 CATEGORY = "PAL"
@@ -13,8 +14,8 @@ _PAR_TIP = "PAR (Perceptual Artifacts Ratio): share of the image flagged as arti
 _MODEL_TIP = "A PAL artifact detector from 'PAL Model Loader'."
 
 
-def _threshold(tip="Artifact probability above which a pixel counts as artifact."):
-    return ("FLOAT", {"default": 0.5, "min": 0.01, "max": 0.99, "step": 0.01, "tooltip": tip})
+def _threshold():
+    return O.comfy_input("threshold")  # the one schema (core/options.py)
 
 
 def _fmt_pars(pars, prefix="PAR") -> str:
@@ -91,7 +92,7 @@ class PALDetect:
                                                 "pixels. PAR is measured before this."}),
             },
             "optional": {
-                "preview": ("BOOLEAN", {"default": True, "tooltip": "Show the magenta overlay on the node."}),
+                "preview": O.comfy_input("preview", tooltip="Show the magenta overlay on the node."),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -99,7 +100,7 @@ class PALDetect:
     def detect(self, pal_model, image, threshold=0.5, dilation=0, preview=True, unique_id=None):
         from . import tensors as T
 
-        img = T.check_image(image)
+        img = T.check_pixels(image)
         pbar = host.progress_bar(img.shape[0], unique_id)
         prob, pars = pal_model.prob_and_pars(img, threshold, progress=pbar)
         mask = T.dilate((prob > threshold).float(), int(dilation))
@@ -138,7 +139,7 @@ class PALScore:
     def score(self, image, threshold=0.5, pal_model=None, mask=None, unique_id=None):
         from . import tensors as T
 
-        img = T.check_image(image)
+        img = T.check_image(image) if mask is not None else T.check_pixels(image)
         b, h, w = img.shape[:3]
         notes: list[str] = []
         if mask is not None:
@@ -213,8 +214,8 @@ class PALSortByPAR:
             pm = pal_model[0]
             pbar = host.progress_bar(n, uid)
             scores = []
-            for t in images:  # one detector call per input tensor (a batch shares its size)
-                t = T.check_image(t)
+            for k, t in enumerate(images):  # one detector call per input tensor (a batch shares its size)
+                t = T.check_pixels(t, f"images[{k}]")
                 scores.extend(pm.prob_and_pars(t, threshold, progress=pbar)[1])
         else:
             raise ValueError("PAL Sort By PAR: connect either a pal_model or pars (neither is connected)")

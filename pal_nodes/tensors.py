@@ -25,13 +25,43 @@ def check_image(image, name: str = "image") -> torch.Tensor:
             f"{name}: expected an IMAGE [batch, height, width, channels] with 3 channels, got shape "
             f"{tuple(image.shape)}; a MASK goes into a MASK input (or convert it with MaskToImage)"
         )
-    if image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
-        raise ValueError(f"{name}: empty image batch, shape {tuple(image.shape)}")
+    if image.shape[0] == 0:
+        raise ValueError(f"{name}: empty image batch (0 images, shape {tuple(image.shape)}); the node "
+                         "upstream produced nothing: check its filter settings or connect an image")
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"{name}: images of size {image.shape[2]}x{image.shape[1]} have no pixels; "
+                         "connect a real image")
     if image.shape[-1] == 1:
         image = image.expand(-1, -1, -1, 3)
     elif image.shape[-1] == 4:
         image = image[..., :3]
     return image.float()
+
+
+MIN_SIDE = 8  # smaller images cannot hold a region plus context, and 1xN breaks the resizers
+
+
+def check_pixels(image: torch.Tensor, name: str = "image", min_side: int = MIN_SIDE) -> torch.Tensor:
+    """check_image + the checks detection/cropping need: at least min_side px each way, finite values."""
+    img = check_image(image, name)
+    b, h, w = img.shape[:3]
+    if h < min_side or w < min_side:
+        raise ValueError(f"{name}: {w}x{h} is too small (PAL needs at least {min_side}x{min_side} pixels); "
+                         "connect the full image, not a 1-pixel strip or a mask turned into an image")
+    if not bool(torch.isfinite(img).all()):
+        bad = [i for i in range(b) if not bool(torch.isfinite(img[i]).all())]
+        raise ValueError(f"{name}: image(s) {bad[:8]} contain NaN or infinite pixel values (often a VAE decode "
+                         "that overflowed in fp16); decode in fp32 (--fp32-vae) or fix the node that made them")
+    return img
+
+
+def check_working_size(size: int, height: int, width: int, name: str = "size") -> None:
+    """A working size larger than the whole image only upsamples the image itself: refuse it."""
+    if size > max(height, width):
+        fit = max(8, (max(height, width) // 8) * 8)
+        raise ValueError(f"{name} = {size} is larger than the image ({width}x{height}): every crop would be "
+                         f"blown up beyond the whole picture; set {name} to at most {fit} or to 0 (auto), or "
+                         "upscale the image first")
 
 
 def check_masks(mask, batch: int, height: int, width: int, name: str = "mask",

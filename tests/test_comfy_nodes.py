@@ -166,7 +166,8 @@ def test_zoom_crop_batch_and_composite_roundtrip_identity_outside():
     assert isinstance(stitch, PalStitch) and stitch.plan.n_active == 3
     assert [c.image_index for c in stitch.plan.crops] == [0, 0, 1]
     grey = torch.full_like(crops, 0.5)  # stand-in for an inpainting chain
-    out, alpha = NODES["PALComposite"]().paste(img, grey, stitch, -1, False)
+    out, alpha, overlay = result(NODES["PALComposite"]().paste(img, grey, stitch, -1, False))
+    assert overlay.shape[0] == 2 and overlay.shape[-1] == 3  # before | after per image
     assert out.shape == img.shape and alpha.shape == (2, 90, 130)
     assert torch.equal(img, before)
     untouched = alpha == 0
@@ -175,31 +176,31 @@ def test_zoom_crop_batch_and_composite_roundtrip_identity_outside():
 
 
 def test_zero_components_placeholder_passes_image_through():
-    img = rand_image(2, 40, 50)
+    img = rand_image(2, 64, 80)
     crops, cmasks, stitch = result(NODES["PALZoomCrop"]().crop(img, torch.zeros(1, 64, 64), 1.5, 64, 16, 8, -1, -1))
     assert crops.shape == (1, 64, 64, 3) and float(cmasks.sum()) == 0.0
     assert stitch.placeholder and stitch.plan.crops[0].skip
-    out, alpha = NODES["PALComposite"]().paste(img, torch.rand_like(crops), stitch, -1, False)
+    out, alpha, _ = result(NODES["PALComposite"]().paste(img, torch.rand_like(crops), stitch, -1, False))
     assert torch.equal(out, img) and float(alpha.sum()) == 0.0
 
 
 def test_composite_validation_messages():
-    img = rand_image(1, 60, 60)
-    m = blob_mask(1, 60, 60, [(0, (20, 20, 30, 30))])
+    img = rand_image(1, 64, 64)
+    m = blob_mask(1, 64, 64, [(0, (20, 20, 30, 30))])
     crops, _, stitch = result(NODES["PALZoomCrop"]().crop(img, m, 1.5, 64, 1, 8, 0, -1))
     node = NODES["PALComposite"]()
-    with pytest.raises(ValueError, match="got 2 inpainted crops but the plan has 1"):
+    with pytest.raises(ValueError, match="inpainted has 2 crops but PAL Zoom Crop made 1"):
         node.paste(img, torch.cat([crops, crops]), stitch, -1, False)
     with pytest.raises(ValueError, match="2 images but the stitch plan was made for 1"):
         node.paste(torch.cat([img, img]), crops, stitch, -1, False)
-    with pytest.raises(ValueError, match="image 0 is 61x60"):
-        node.paste(rand_image(1, 60, 61), crops, stitch, -1, False)
+    with pytest.raises(ValueError, match="image 0 is 65x64"):
+        node.paste(rand_image(1, 64, 65), crops, stitch, -1, False)
     with pytest.raises(ValueError, match="square"):
         node.paste(img, torch.rand(1, 64, 48, 3), stitch, -1, False)
     with pytest.raises(TypeError, match="PAL Zoom Crop"):
         node.paste(img, crops, {"plan": 1}, -1, False)
     # a square crop of another size (e.g. an upscaler in between) is resized, not refused
-    out, _ = node.paste(img, torch.rand(1, 128, 128, 3), stitch, -1, True)
+    out = result(node.paste(img, torch.rand(1, 128, 128, 3), stitch, -1, True))[0]
     assert out.shape == img.shape
 
 
@@ -229,8 +230,11 @@ def test_autofix_with_standin_sampler_guard_and_rounds(pm):
     node = NODES["PALAutoFix"]()
     out = node.fix(img, pm, None, None, None, None, seed=1, threshold=0.5, size=64, min_area=1, max_regions=2,
                    rounds=2, par_guard=True, crop_batch=1, sampler=sampler)
-    fixed, mask, par_before, par_after, report = out["result"]
+    fixed, mask, par_before, par_after, report, strips, overlay = out["result"]
     assert fixed.shape == img.shape and mask.shape == (2, 64, 72)
+    n_crops = sum(s[0] for s, _ in calls)
+    assert strips.shape == (n_crops, 64, 2 * 64 + 2, 3)  # before | after per crop
+    assert overlay.shape[0] == 2 and overlay.shape[1] == 64  # before | after per image
     assert torch.equal(img, before)
     assert len(par_before) == len(par_after) == 2
     assert all(a <= b + 1e-9 for a, b in zip(par_after, par_before))  # the guard never makes PAR worse

@@ -20,11 +20,8 @@ def load_like_comfy(root):
     spec = importlib.util.spec_from_file_location(name, root / "__init__.py",
                                                   submodule_search_locations=[str(root)])
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    finally:
-        sys.modules.pop(name, None)
+    sys.modules[name] = mod  # ComfyUI keeps it there: lazy relative imports in node functions need it
+    spec.loader.exec_module(mod)
     return mod
 
 
@@ -38,12 +35,12 @@ def test_pack_exports(pack, repo_root):
     assert (repo_root / "web" / "pal.js").is_file()
     m, d = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
     assert set(m) == {"PALModelLoader", "PALDetect", "PALScore", "PALSortByPAR", "PALZoomCrop", "PALComposite",
-                      "PALAutoFix"}
+                      "PALAutoFix", "PALToSEGS"}
     assert set(d) == set(m) and all(v.startswith("PAL ") for v in d.values())
 
 
 @pytest.mark.parametrize("node_id", ["PALModelLoader", "PALDetect", "PALScore", "PALSortByPAR", "PALZoomCrop",
-                                     "PALComposite", "PALAutoFix"])
+                                     "PALComposite", "PALAutoFix", "PALToSEGS"])
 def test_node_contract(pack, node_id):
     cls = pack.NODE_CLASS_MAPPINGS[node_id]
     it = cls.INPUT_TYPES()
@@ -87,7 +84,7 @@ def test_import_needs_neither_comfy_nor_torch(repo_root):
         spec = importlib.util.spec_from_file_location(root, root + "/__init__.py",
                                                       submodule_search_locations=[root])
         mod = importlib.util.module_from_spec(spec); sys.modules[root] = mod; spec.loader.exec_module(mod)
-        assert len(mod.NODE_CLASS_MAPPINGS) == 7
+        assert len(mod.NODE_CLASS_MAPPINGS) == 8
         bad = [m for m in ("torch", "comfy", "folder_paths", "cv2") if m in sys.modules]
         assert not bad, bad
         print("ok")
