@@ -123,10 +123,12 @@ def run(args) -> int:
         return 2
     try:
         opts = O.fix_options(O.cli_values(args, FIX_OPTIONS))
-        inpainter = make_inpainter(
-            args.inpainter, prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
+        # make_inpainter refuses options a backend does not take: the diffusers flags go only to diffusers
+        diffusers_opts = dict(
+            prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,
             strength=args.strength, guidance=args.guidance, seed=args.seed, device=args.device,
-        )
+        ) if args.inpainter.strip().lower().startswith("diffusers") else {}
+        inpainter = make_inpainter(args.inpainter, **diffusers_opts)
     except (ValueError, TypeError) as e:
         emit({"error": str(e)})
         return 2

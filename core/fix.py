@@ -17,6 +17,7 @@ from . import options as _schema
 from .components import to_float_mask
 from .composite import composite
 from .crop import CropPlan, as_image_list, extract_crops, plan_crops
+from .imageio import to_uint8
 from .inpainters import Inpainter, make_inpainter
 from .par import par as par_of_mask
 
@@ -74,28 +75,25 @@ class FixResult:
     plans: list[CropPlan] = field(default_factory=list)  # one per round run
 
 
-def _u8(img: np.ndarray) -> np.ndarray:
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype == np.uint16:
-        return (img.astype(np.float32) / 257.0).round().astype(np.uint8)
-    return np.clip(np.rint(img.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
 def _is_detector(x) -> bool:
     return hasattr(x, "detect") and callable(x.detect)
 
 
-def _resolve_detector(source):
-    if source is None or isinstance(source, (str, os.PathLike)):
-        from ..models import load_detector  # lazy: torch/timm only when a detector is needed
-
-        return load_detector(None if source is None else str(source))
-    return source
+def _check_detector(x, arg: str):
+    # The core never loads models (core/ does not import models/): hosts and the CLI resolve them.
+    if _is_detector(x):
+        return x
+    if x is None:
+        raise TypeError(f"{arg}: no detector and no masks; pass masks, or a detector loaded with "
+                        "comfyui_pal.models.load_detector() (the bundled default) or load_detector(name_or_path)")
+    if isinstance(x, (str, os.PathLike)):
+        raise TypeError(f"{arg}={str(x)!r} is a model name or path, not a detector; load it first: "
+                        f"comfyui_pal.models.load_detector({str(x)!r})")
+    raise TypeError(f"{arg}: a {type(x).__name__} has no .detect(); pass a detector or masks")
 
 
 def _detect(detector, images: list[np.ndarray]) -> list:
-    return [detector.detect(_u8(im)) for im in images]
+    return [detector.detect(to_uint8(im)) for im in images]
 
 
 def _artifact_ratio(prob: np.ndarray, box, threshold: float) -> float:
@@ -108,21 +106,23 @@ def fix_images(images, detector_or_masks=None, inpainter: Inpainter | str = "ope
                *, detector=None, **overrides) -> list[FixResult]:
     """Fix a batch; all crops of all images go to the inpainter together, once per round.
 
-    ``detector_or_masks``: a detector (has ``.detect``), a detector source for
-    ``comfyui_pal.models.load_detector`` (None = bundled default, a path or registry name), or
-    masks (one per image, or one for all; any size; bool/uint8/float). With masks, an optional
-    ``detector=`` measures PAR, enables ``guard`` and drives rounds after the first.
+    ``detector_or_masks``: a loaded detector (has ``.detect``, e.g. from
+    ``comfyui_pal.models.load_detector``), or masks (one per image, or one for all; any size;
+    bool/uint8/float). With masks, an optional ``detector=`` measures PAR, enables ``guard`` and
+    drives rounds after the first. Names and paths are not loaded here: the caller resolves them.
     """
     opts = FixOptions.from_any(options, **overrides)
     ims = as_image_list(images)
     inp = make_inpainter(inpainter)
+    if detector_or_masks is None and detector is not None:
+        detector_or_masks, detector = detector, None
     if _is_detector(detector_or_masks) or detector_or_masks is None or isinstance(
         detector_or_masks, (str, os.PathLike)
     ):
-        det = _resolve_detector(detector_or_masks)
+        det = _check_detector(detector_or_masks, "detector_or_masks")
         user_masks = None
     else:
-        det = _resolve_detector(detector) if detector is not None else None
+        det = _check_detector(detector, "detector") if detector is not None else None
         ms = detector_or_masks
         if hasattr(ms, "detach") or isinstance(ms, np.ndarray):
             ms = np.asarray(ms.detach().cpu() if hasattr(ms, "detach") else ms)
@@ -203,7 +203,8 @@ def fix_images(images, detector_or_masks=None, inpainter: Inpainter | str = "ope
         for ci, c in enumerate(plan.crops):
             entry = {
                 "round": rnd, "box": list(c.box), "component_bbox": list(c.component_bbox),
-                "padding": list(c.padding), "side": c.side, "scale": round(c.scale, 6),
+                "padding": list(c.padding), "side": c.side, "rule_side": c.rule_side, "capped": c.capped,
+                "scale": round(c.scale, 6),
                 "area": c.area, "score": round(c.score, 8), "feather": c.feather, "kept": kept[ci],
             }
             if ratios[ci] is not None:

@@ -115,6 +115,14 @@ class BiharmonicInpainter:
         return out
 
 
+def dtype_kwarg(diffusers_version: str) -> str:
+    """Loader keyword for the dtype: diffusers 0.40.0 renamed ``torch_dtype`` to ``dtype`` (the old name
+    warns there, and is all that older releases know). Decided from the public version string."""
+    from packaging.version import Version  # a dependency of diffusers
+
+    return "dtype" if Version(diffusers_version) >= Version("0.40.0") else "torch_dtype"
+
+
 class DiffusersInpainter:
     """diffusers inpainting pipeline (SD 1.x/2.x, SDXL, or anything AutoPipelineForInpainting knows).
 
@@ -182,11 +190,7 @@ class DiffusersInpainter:
         }
         if kind not in classes:
             raise ValueError(f"pipeline must be one of {sorted(classes)}, got {kind!r}")
-        # diffusers renamed torch_dtype -> dtype (the old name warns); older releases only know torch_dtype
-        from diffusers.utils import deprecation_utils
-
-        new_name = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
-        common = {"dtype" if new_name else "torch_dtype": dtype}
+        common = {dtype_kwarg(diffusers.__version__): dtype}
         if local and path.is_file():
             cls = classes["sdxl" if kind == "sdxl" else "sd"]
             pipe = cls.from_single_file(str(path), **common)
@@ -246,31 +250,53 @@ class DiffusersInpainter:
         return out
 
 
+# Options each named backend takes; anything else is an error, never silently dropped.
+BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "opencv": ("radius",),
+    "opencv-ns": ("radius",),
+    "biharmonic": ("margin",),
+    "identity": (),
+    "diffusers": ("prompt", "negative_prompt", "strength", "steps", "guidance", "seed", "device", "dtype",
+                  "pipeline", "batch_size", "local_files_only", "pipe"),
+}
+_ALIASES = {"telea": "opencv", "opencv-telea": "opencv", "ns": "opencv-ns", "none": "identity"}
+
+
 def make_inpainter(spec: str | Inpainter = "opencv", **opts) -> Inpainter:
     """``"opencv"`` (Telea), ``"opencv-ns"``, ``"biharmonic"``, ``"identity"``, ``"diffusers:<folder|file|hub id>"``.
 
-    ``opts`` go to the backend (e.g. radius for OpenCV; prompt, negative_prompt, strength, steps,
-    guidance, seed, device, pipeline for diffusers). Options a backend does not take are ignored,
-    so a CLI can pass all of them.
+    ``opts`` go to the backend: radius (OpenCV), margin (biharmonic), prompt, negative_prompt,
+    strength, steps, guidance, seed, device, dtype, pipeline, batch_size, local_files_only, pipe
+    (diffusers); see ``BACKEND_OPTIONS``. An option the chosen backend does not take raises
+    TypeError naming it (a value of None counts as not given), so a typo or a diffusers option
+    passed to OpenCV is never silently ignored.
     """
+    given = {k: v for k, v in opts.items() if v is not None}
     if not isinstance(spec, str):
+        if given:
+            raise TypeError(f"options {sorted(given)} cannot be applied to a ready inpainter "
+                            f"({type(spec).__name__}); configure it when you construct it")
         return spec
     name, _, arg = spec.partition(":")
     name = name.strip().lower()
-    if name in ("opencv", "telea", "opencv-telea"):
-        return OpenCVInpainter("telea", radius=opts.get("radius", 3))
-    if name in ("opencv-ns", "ns"):
-        return OpenCVInpainter("ns", radius=opts.get("radius", 3))
+    name = _ALIASES.get(name, name)
+    if name not in BACKEND_OPTIONS:
+        raise ValueError(
+            f"unknown inpainter {spec!r}; use opencv, opencv-ns, biharmonic, identity or diffusers:<model>"
+        )
+    allowed = BACKEND_OPTIONS[name]
+    extra = sorted(set(given) - set(allowed))
+    if extra:
+        others = sorted({b for b, keys in BACKEND_OPTIONS.items() for k in extra if k in keys})
+        hint = f" ({', '.join(others)} option{'s' if len(extra) > 1 else ''})" if others else ""
+        raise TypeError(f"inpainter {name!r} does not take {', '.join(extra)}{hint}; "
+                        f"it takes: {', '.join(allowed) or 'no options'}")
+    if name in ("opencv", "opencv-ns"):
+        return OpenCVInpainter("telea" if name == "opencv" else "ns", **given)
     if name == "biharmonic":
-        return BiharmonicInpainter()
-    if name in ("identity", "none"):
+        return BiharmonicInpainter(**given)
+    if name == "identity":
         return IdentityInpainter()
-    if name == "diffusers":
-        if not arg:
-            raise ValueError("diffusers inpainter needs a model: 'diffusers:<local folder, .safetensors or hub id>'")
-        keys = ("prompt", "negative_prompt", "strength", "steps", "guidance", "seed", "device", "dtype",
-                "pipeline", "batch_size", "local_files_only", "pipe")
-        return DiffusersInpainter(arg, **{k: v for k, v in opts.items() if k in keys and v is not None})
-    raise ValueError(
-        f"unknown inpainter {spec!r}; use opencv, opencv-ns, biharmonic, identity or diffusers:<model>"
-    )
+    if not arg:
+        raise ValueError("diffusers inpainter needs a model: 'diffusers:<local folder, .safetensors or hub id>'")
+    return DiffusersInpainter(arg, **given)

@@ -13,7 +13,7 @@ pytest.importorskip("transformers", reason="transformers not installed (the SD i
 import torch  # noqa: E402
 
 from comfyui_pal.core.fix import fix_image  # noqa: E402
-from comfyui_pal.core.inpainters import DiffusersInpainter, make_inpainter  # noqa: E402
+from comfyui_pal.core.inpainters import DiffusersInpainter, dtype_kwarg, make_inpainter  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -113,3 +113,12 @@ def test_diffusers_from_local_folder(tiny_pipe, tmp_path):
     assert 0.0 <= out.min() and out.max() <= 1.0
     assert np.array_equal(out[1], crops[1])
     assert not np.allclose(out[0], crops[0])
+
+
+def test_dtype_keyword_comes_from_the_public_version():
+    # before: decided by probing the private diffusers.utils.deprecation_utils._TORCH_DTYPE_DEPRECATION_MESSAGE
+    import diffusers
+
+    assert dtype_kwarg("0.39.0") == "torch_dtype" and dtype_kwarg("0.30.3") == "torch_dtype"
+    assert dtype_kwarg("0.40.0") == "dtype" and dtype_kwarg("1.2.0") == "dtype"
+    assert dtype_kwarg(diffusers.__version__) in ("dtype", "torch_dtype")

@@ -162,6 +162,19 @@ def test_batch_one_inpaint_call_for_all_images():
     assert np.array_equal(res[1].image, imgs[1])
 
 
+def test_core_never_loads_a_model_the_caller_passes_a_detector():
+    # before: None / a name made core/fix.py import models/ and load one (a layering slip)
+    img = grey_gradient(20, 20)
+    with pytest.raises(TypeError, match=r"load_detector\(\)"):
+        fix_image(img, None, "opencv")
+    with pytest.raises(TypeError, match=r"load it first: comfyui_pal.models.load_detector\('pal-starter'\)"):
+        fix_image(img, "pal-starter", "opencv")
+    with pytest.raises(TypeError, match="not a detector"):
+        fix_image(img, np.ones((20, 20), bool), "opencv", detector="pal-starter")
+    res = fix_image(img, None, IdentityInpainter(), detector=RedDetector())  # detector= alone is enough
+    assert res.report["status"] == "no_artifacts"
+
+
 def test_guard_needs_detector_and_options_are_validated():
     img = grey_gradient(20, 20)
     with pytest.raises(ValueError, match="guard"):
@@ -202,8 +215,21 @@ def test_make_inpainter_factory():
     assert make_inpainter("biharmonic").name == "biharmonic"
     ident = IdentityInpainter()
     assert make_inpainter(ident) is ident
-    d = make_inpainter("diffusers:/nonexistent/model", prompt="p", steps=3, radius=9)  # lazy: no import yet
+    d = make_inpainter("diffusers:/nonexistent/model", prompt="p", steps=3, seed=None)  # lazy: no import yet
     assert d.name == "diffusers:/nonexistent/model" and d.steps == 3 and d.pipe is None
+    assert make_inpainter("opencv", radius=9).radius == 9 and make_inpainter("biharmonic", margin=4).margin == 4
+
+
+def test_make_inpainter_refuses_options_it_would_ignore():
+    # before: every option a backend did not take was dropped without a word
+    with pytest.raises(TypeError, match=r"does not take radius \(opencv.*\); it takes: prompt"):
+        make_inpainter("diffusers:/nonexistent/model", prompt="p", radius=9)
+    with pytest.raises(TypeError, match=r"'opencv' does not take prompt \(diffusers option\)"):
+        make_inpainter("opencv", prompt="a cat")
+    with pytest.raises(TypeError, match="stesp"):
+        make_inpainter("diffusers:/x", stesp=3)  # a typo is an error, not a default
+    with pytest.raises(TypeError, match="ready inpainter"):
+        make_inpainter(IdentityInpainter(), radius=3)
     with pytest.raises(ValueError, match="unknown inpainter"):
         make_inpainter("magic")
     with pytest.raises(ValueError, match="needs a model"):
