@@ -68,6 +68,8 @@ class Processed:
 def process_images(p):
     """Fake sampler for inpaint_full_res=False: flat colour inside the mask, original outside."""
     processed_calls.append(p)
+    if p.scripts is not None:  # like the real one: the always-on scripts see the nested pass
+        p.scripts.process(p)
     init = p.init_images[0].convert("RGB").resize((p.width, p.height), Image.LANCZOS)
     m = np.asarray(p.image_mask.convert("L").resize((p.width, p.height), Image.NEAREST)) > 127
     out = np.asarray(init).copy()

@@ -8,8 +8,9 @@ AlwaysVisible = object()
 
 
 class PostprocessImageArgs:
-    def __init__(self, image):
+    def __init__(self, image, index=None):  # Forge / A1111 1.10 pass the image index
         self.image = image
+        self.index = index
 
 
 class PostprocessBatchListArgs:
@@ -81,3 +82,16 @@ def load_module(path, ext_dir):
     finally:
         sys.path = saved
         current_basedir = os.path.dirname(__file__)
+
+
+class ScriptRunner:
+    """The parts of `modules.scripts.ScriptRunner` the nested pass touches: `alwayson_scripts`, the
+    ordered-callback cache `callback_map`, and `process(p)` calling each script with its arg slice."""
+
+    def __init__(self, alwayson_scripts=()):
+        self.alwayson_scripts = list(alwayson_scripts)
+        self.callback_map = {}
+
+    def process(self, p):
+        for s in self.alwayson_scripts:
+            s.process(p, *p.script_args[s.args_from:s.args_to])
