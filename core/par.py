@@ -1,4 +1,11 @@
-"""PAR (Perceptual Artifacts Ratio) and the official overlays."""
+"""PAR (Perceptual Artifacts Ratio) and the official overlays.
+
+The threshold rule, one for the whole package: a pixel is an artifact when its probability is
+**strictly greater** than the threshold (``prob > threshold``). At 0.5 this is exactly the official
+argmax over the two logits: argmax picks class 1 only when l1 > l0 (a tie goes to class 0, the
+first index), and softmax's p1 = sigmoid(l1 - l0) > 0.5 exactly when l1 > l0. ``>=`` would count
+ties (p1 == 0.5) as artifacts, which argmax does not.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +15,7 @@ MAGENTA = np.array([255, 0, 255], dtype=np.float32)
 
 
 def par(mask: np.ndarray) -> float:
-    """Artifact area / image area of a binary (or thresholded at 0.5) mask of any size.
+    """Artifact area / image area of a binary (or, for floats, ``> 0.5``) mask of any size.
 
     The official `curate_images.py` computes this on the 512x512 label map; `Detector` does
     the same by default, so this function is just the ratio.
@@ -20,7 +27,7 @@ def par(mask: np.ndarray) -> float:
         return float(m.mean())
     if np.issubdtype(m.dtype, np.integer):
         return float((m > (127 if m.max(initial=0) > 1 else 0)).mean())
-    return float((m >= 0.5).mean())
+    return float((m > 0.5).mean())  # strict: the argmax rule above
 
 
 def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.3, color=MAGENTA) -> np.ndarray:

@@ -39,3 +39,40 @@ def test_rank_by_par_is_stable_and_filters_without_dropping():
     assert kept == [0] and rejected == [3, 1, 2, 4]
     assert sorted(kept + rejected) == list(range(len(pars)))
     assert rank_by_par([]) == ([], [])
+
+
+def _tie_and_neighbours():
+    """Logit pairs around the tie l1 == l0, where p1 is exactly 0.5."""
+    import torch
+
+    l0 = torch.tensor([0.0, 1.0, -2.0, 3.0, 0.0, 0.0])
+    l1 = torch.tensor([0.0, 1.0, -2.0, 3.0 + 1e-3, -1e-3, 5.0])
+    return torch.stack([l0, l1])[None, :, None, :]  # [1, 2, 1, 6]
+
+
+def test_one_threshold_rule_reproduces_the_official_argmax_at_half():
+    """prob > 0.5 == argmax: a tie (p1 == 0.5) is not an artifact anywhere (before: par() and the
+    ComfyUI mask helpers used >=, the rest >)."""
+    import torch
+
+    from comfyui_pal.core.components import find_components
+    from comfyui_pal.models.detector import Detection
+    from comfyui_pal.pal_nodes.tensors import mask_par, overlay_u8
+
+    logits = _tie_and_neighbours()
+    official = (logits.argmax(1)[0] == 1).numpy()  # what curate_images.py counts
+    prob = torch.softmax(logits, dim=1)[0, 1]
+    assert float(prob[0, 0]) == 0.5  # the tie really is exactly 0.5
+    assert np.array_equal(prob.numpy() > 0.5, official)
+    p = prob.numpy()
+    assert par(p) == pytest.approx(official.mean())
+    assert mask_par(prob) == pytest.approx(official.mean())
+    det = Detection(prob=p, prob_work=p)
+    assert np.array_equal(det.mask(), official) and det.par == pytest.approx(official.mean())
+    cs = find_components(p, dilate=0)
+    assert np.array_equal(cs.region_mask(None), official)
+    img = torch.full((1, 6, 3), 0.5)
+    painted = (overlay_u8(img, prob) != overlay_u8(img, torch.zeros_like(prob))).any(-1)
+    assert np.array_equal(painted, official)
+    # a float mask of exactly 0.5 everywhere has no artifact, like a tie everywhere
+    assert par(np.full((3, 3), 0.5, np.float32)) == 0.0
