@@ -246,6 +246,8 @@ def img2img_pass(p, index: int, crop: Image.Image, mask: Image.Image, a: dict, s
     p2.cached_uc = [None, None]
     runner = nested_script_runner(p)
     p2.scripts = runner  # None = no other always-on script in the nested pass (the default)
+    if runner is not None:
+        p._pal_nested_titles = [str(s.title()) for s in runner.alwayson_scripts]
     p2.script_args = list(getattr(p, "script_args", None) or []) if runner is not None else []
     p2._pal_nested = True
     try:
@@ -485,7 +487,11 @@ def postprocess_image(p, pp, args) -> None:
     if scores is None:
         scores = p._pal_scores = {}
     scores[index] = final
-    line += f" ({time.perf_counter() - t0:.1f} s)" + (f"; saved {', '.join(saved)}" if saved else "")
+    line += f" ({time.perf_counter() - t0:.1f} s)"
+    if getattr(p, "_pal_nested_titles", None):
+        line += f"; nested passes ran with: {', '.join(p._pal_nested_titles)}"
+    if saved:
+        line += f"; saved {', '.join(saved)}"
     print(line)
 
 
