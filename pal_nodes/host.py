@@ -305,6 +305,14 @@ def differential_diffusion(model, strength: float = 1.0):
         return _first(fn(model))
 
 
+def _cond_set(conditioning, values: dict):
+    """node_helpers.conditioning_set_values (ComfyUI's own) where loaded; the same copy-and-set otherwise."""
+    helpers = _loaded("node_helpers")
+    if helpers is not None and hasattr(helpers, "conditioning_set_values"):
+        return helpers.conditioning_set_values(conditioning, values)
+    return [[t, {**d, **values}] for t, d in conditioning]
+
+
 def soft_mask(masks, feather: int):
     """Binary [N,H,W] mask -> soft mask for Differential Diffusion: 1 on the mask, fading to 0 over
     `feather` working pixels outside it (the artifact itself is always fully re-generated)."""
@@ -382,11 +390,9 @@ class ComfySampler:
                 grey = latent["samples"]
                 (real,) = nodes.VAEEncode().encode(self.vae, crops)
                 latent = {**latent, "samples": real["samples"]}
-                helpers = _loaded("node_helpers")
-                if helpers is not None and is_inpaint_model(self.model):
+                if is_inpaint_model(self.model):
                     vals = {"concat_latent_image": grey, "concat_mask": latent["noise_mask"]}
-                    pos = helpers.conditioning_set_values(pos, vals)
-                    neg = helpers.conditioning_set_values(neg, vals)
+                    pos, neg = _cond_set(pos, vals), _cond_set(neg, vals)
         else:
             raise ValueError(f"inpaint_mode {self.requested_mode!r} is not one of auto, noise mask, "
                              "inpaint model conditioning, VAEEncodeForInpaint")
