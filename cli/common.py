@@ -9,7 +9,9 @@ from pathlib import Path
 
 def add_model_args(p, default_help: str = "bundled starter model") -> None:
     p.add_argument("--model", "-m", default=None,
-                   help=f"checkpoint path (.safetensors/.pth/.pt) or registry name (default: {default_help})")
+                   help="checkpoint path (.safetensors/.pth/.pt), registry name (pal4vst-unified: downloaded, "
+                        "verified and converted on first use) or Hub reference hf:owner/repo[@rev][/file] "
+                        f"(default: {default_help})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: auto)")
     p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="inference precision (default fp32)")
     p.add_argument("--resize", default=None, choices=["bicubic", "bilinear"],

@@ -9,7 +9,6 @@ metadata, so a file is self-describing.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import re
 import zipfile
@@ -36,12 +35,7 @@ class CheckpointError(ValueError):
 
 
 # --------------------------------------------------------------------------------------- reading
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from ..core.imageio import file_sha256  # noqa: E402,F401 - the one implementation, re-exported
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -376,3 +370,61 @@ def convert(
     prov = dict(prov, source_sha256=file_sha256(src), converted_by="comfyui-pal pal convert")
     return save_safetensors(sd, config, dst, provenance=prov, dtype=torch.float16 if fp16 else None,
                             include_aux=include_aux)
+
+
+def expected_state_shapes(config: Mapping) -> dict[str, tuple[tuple[int, ...], str]]:
+    """key -> (shape, dtype) of the full training-layout state dict (aux head included) of a preset
+    or config: the manifest a foreign checkpoint must match. Built on the meta device (no memory)."""
+    from .factory import create_model
+
+    with torch.device("meta"):
+        model = create_model(dict(config) if not isinstance(config, str) else config, aux_head=True)
+    return {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()}
+
+
+def verify_and_convert(
+    src: str | Path,
+    dst: str | Path,
+    expected: str | Mapping,
+    provenance: Mapping | None = None,
+    trust_torchscript: bool = False,
+    include_aux: bool = False,
+) -> dict:
+    """Downloaded foreign checkpoint -> our safetensors, only if it is exactly the expected network.
+
+    1. load with weights_only=True (TorchScript only with `trust_torchscript`, and then only its
+       weights); 2. strict key/shape check against the preset's (or config's) manifest;
+    3. one forward pass on a fixed input, logits must be finite; 4. write `dst` (atomically) with
+    the expected config and `provenance` + the source's sha256. Returns the provenance written.
+    """
+    from .factory import PRESETS, resolve_config
+
+    src = Path(src)
+    config = PRESETS[expected] if isinstance(expected, str) else dict(expected)
+    name = expected if isinstance(expected, str) else config.get("name", "the registry's config")
+    sd, _inferred, prov = load_checkpoint(src, trust_torchscript=trust_torchscript)
+    want = expected_state_shapes(config)
+    if not any(k.startswith("auxiliary_head.") for k in sd):  # TorchScript exports keep it; a stripped .pth may not
+        want = {k: v for k, v in want.items() if not k.startswith("auxiliary_head.")}
+    problems = [f"missing {k} {s}" for k, (s, _) in want.items() if k not in sd]
+    problems += [f"shape of {k}: {tuple(sd[k].shape)}, expected {s}" for k, (s, _) in want.items()
+                 if k in sd and tuple(sd[k].shape) != s]
+    problems += [f"unexpected {k} {tuple(v.shape)}" for k, v in sd.items() if k not in want]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; ... {len(problems) - 5} more" if len(problems) > 5 else "")
+        raise CheckpointError(f"{src.name}: wrong structure, not the {name} network ({len(problems)} "
+                              f"mismatches with its key manifest: {shown})")
+    config = _complete(resolve_config(config))
+    model = build_from_checkpoint(sd, config, with_aux=False).eval()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 64, 64, generator=gen)  # small: the check is "finite", not accuracy
+    with torch.inference_mode():
+        out = model(x)
+    out = out["out"] if isinstance(out, Mapping) else out
+    if not torch.isfinite(out).all() or out.shape[1] != len(config.get("classes", [0, 0])):
+        raise CheckpointError(f"{src.name}: a forward pass on a fixed input gave non-finite or wrongly "
+                              f"shaped logits {tuple(out.shape)}; the weights are damaged")
+    prov = dict(prov, **(provenance or {}), source_sha256=file_sha256(src), source_size=src.stat().st_size,
+                converted_by="comfyui-pal (verified: weights_only load, key manifest, finite forward)")
+    save_safetensors(sd, config, dst, provenance=prov, include_aux=include_aux)
+    return prov

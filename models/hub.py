@@ -1,21 +1,25 @@
-"""Named checkpoints: the model registry, Hugging Face Hub downloads, sha256 verification, offline
-behaviour, and `push` of a checkpoint with a generated model card.
+"""Resolve, cache and download models: THE resolver (`resolve`) and detector cache (`load_cached`).
 
-- `get_registry()` merges `models/registry.json` with the user registry file
-  (`$PAL_REGISTRY`, else `$XDG_CONFIG_HOME/comfyui-pal/registry.json`) and the per-model
-  environment overrides `PAL_HUB_{REPO,REVISION,FILENAME,SHA256,ENDPOINT}_<NAME>`.
-- `resolve(name_or_path)` returns a local, verified file: an existing path as is, the bundled
-  file, a copy already in the host's models dir / `$PAL_MODELS_DIR` / the Hub cache, or a fresh
-  download. Hub entries without a pinned sha256 (not published yet) are never downloaded.
+- `resolve(name_or_path, model_dirs=[...], download=...)` -> a local, verified checkpoint file:
+  an existing path; a file name in one of the host's `model_dirs`; a registry name (bundled file,
+  Hub entry, or the authors' Google Drive file, downloaded, verified and converted on first use);
+  or a Hub reference `hf:owner/repo[@revision][/path/in/repo.safetensors]` (a bare `owner/repo`
+  too, when it is neither a file nor a registry name).
+- `load_cached(ref, device=..., dtype=...)` -> a Detector from a small process-wide LRU.
+- `list_models(model_dirs)` -> name/source/size/present/licence rows for dropdowns and the CLI.
+- Trust on first use: each models folder keeps `pal-models.lock.json` with the sha256 of every file
+  this project downloaded or converted there (and, for Drive files, of the original); later loads and
+  `pal models verify` check against it. Hub references are pinned there to a commit.
 
-huggingface_hub is imported only inside the functions that talk to a Hub: importing this module
-(and so ComfyUI start-up) never touches the network, and the offline / not-present paths answer
-in milliseconds because they only look at the file system.
+Offline (`PAL_OFFLINE=1`, `HF_HUB_OFFLINE=1`): no request at all; cached files still load.
+huggingface_hub and torch are imported only by the functions that need them, so importing this
+module (and ComfyUI start-up) never touches the network.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import datetime as _dt
 import inspect
 import json
 import os
@@ -25,19 +29,44 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import registry as _registry
+from .publish import HubPushError, make_model_card, push, read_card_metadata  # noqa: F401 - public API
+from .registry import (  # noqa: F401 - re-exported: the public names of the old single module
+    BUILTIN_REGISTRY,
+    ENV_OVERRIDES,
+    LOCK_NAME,
+    SOURCES,
+    ChecksumMismatchError,
+    HubDownloadError,
+    ModelNotAvailableError,
+    RegistryError,
+    UnknownModelError,
+    drive_link,
+    env_key,
+    file_sha256,
+    get_registry,
+    hf_cache_dir,
+    human_size,
+    is_offline,
+    user_models_dir,
+    user_registry_path,
+)
+from .registry import lookup as _lookup
+
 __all__ = [
     "ChecksumMismatchError",
-    "clear_cache",
     "HubDownloadError",
     "HubPushError",
     "ModelNotAvailableError",
     "RegistryError",
     "UnknownModelError",
+    "clear_cache",
     "download",
     "file_sha256",
     "get_registry",
@@ -45,217 +74,147 @@ __all__ = [
     "list_models",
     "load_cached",
     "make_model_card",
+    "parse_hf_ref",
     "push",
+    "read_lock",
     "resolve",
     "user_models_dir",
     "user_registry_path",
+    "verify",
 ]
 
-PACKAGE_MODELS_DIR = Path(__file__).resolve().parent
-BUILTIN_REGISTRY = PACKAGE_MODELS_DIR / "registry.json"
+PACKAGE_MODELS_DIR = _registry.PACKAGE_MODELS_DIR
 DEFAULT_ENDPOINT = "https://huggingface.co"
-SOURCES = ("bundled", "hub", "local")
-# environment override suffix -> registry field
-ENV_OVERRIDES = {"REPO": "repo_id", "REVISION": "revision", "FILENAME": "filename", "SHA256": "sha256",
-                 "ENDPOINT": "endpoint"}
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
+_PTH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+_human = human_size
+ProgressArg = bool | Callable[[int, int | None], Any] | None
 
 
-class ModelNotAvailableError(ValueError):
-    """The requested model cannot be delivered; the message says which file to put where."""
+# ----------------------------------------------------------------------------------- helpers
+def _as_dirs(model_dirs, models_dir=None) -> list[Path]:
+    """model_dirs (one path or a list; the first is where downloads go) -> a list of Paths."""
+    if model_dirs is None or isinstance(model_dirs, (str, os.PathLike)):
+        model_dirs = [model_dirs] if model_dirs else []
+    dirs = [Path(d).expanduser() for d in model_dirs if d]
+    if models_dir:  # the older single-folder keyword
+        dirs.insert(0, Path(models_dir).expanduser())
+    return list(dict.fromkeys(dirs))
 
 
-class UnknownModelError(ModelNotAvailableError):
-    """Neither an existing file nor a registered model name."""
+def _search_dirs(dirs: list[Path]) -> list[Path]:
+    """The host's folders, then the CLI's user models folder (always searched)."""
+    user = user_models_dir()
+    return dirs + ([user] if user not in dirs else [])
 
 
-class HubDownloadError(ModelNotAvailableError):
-    """The Hub refused or failed the download (repo, revision or file missing, gated, network)."""
+def _byte_progress(progress: ProgressArg, desc: str):
+    """progress argument -> (callback(done, total) or None, close()). None/True: a tqdm bar on stderr
+    (silent when stderr is not a terminal)."""
+    if progress is False:
+        return None, lambda: None
+    if callable(progress):
+        return progress, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None, lambda: None
+    bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
+               disable=None, leave=False)
+
+    def update(done, total):
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar.close
 
 
-class ChecksumMismatchError(ModelNotAvailableError):
-    """A file's sha256 (or size) differs from the registry pin."""
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class RegistryError(ValueError):
-    """A registry file or override is malformed."""
+def _is_torchscript_file(path: Path) -> bool:
+    """TorchScript archives carry compiled code (stdlib check, no torch import)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names)
 
 
-class HubPushError(ValueError):
-    """`push` could not upload (bad checkpoint, authentication, Hub error)."""
+# --------------------------------------------------------------------------- lock file (TOFU)
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """An exclusive inter-process lock on `path` (created). POSIX flock / Windows msvcrt; where
+    neither works, unique temp names + atomic rename still keep the cache consistent."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+b")
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        except ImportError:  # Windows
+            try:
+                import msvcrt
+
+                while True:
+                    try:
+                        msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+                        break
+                    except OSError:
+                        time.sleep(0.2)
+            except ImportError:  # pragma: no cover
+                pass
+        yield
+    finally:
+        f.close()  # closing releases the lock
 
 
-# ----------------------------------------------------------------------------------- locations
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().upper() in _TRUE
-
-
-def is_offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE now, or huggingface_hub's own (import-time) flag."""
-    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
-        return True
-    constants = sys.modules.get("huggingface_hub.constants")
-    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
-
-
-def hf_cache_dir() -> Path:
-    """The Hub cache, read from the environment at call time (same rules as huggingface_hub)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
-
-
-def user_models_dir() -> Path:
-    """Where a user puts checkpoints by hand outside a host: $PAL_MODELS_DIR or
-    $XDG_DATA_HOME/comfyui-pal/models (~/.local/share/comfyui-pal/models). Always searched."""
-    env = os.environ.get("PAL_MODELS_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
-    return Path(base).expanduser() / "comfyui-pal" / "models"
-
-
-def user_registry_path() -> Path:
-    """$PAL_REGISTRY, else $XDG_CONFIG_HOME/comfyui-pal/registry.json (~/.config/...)."""
-    env = os.environ.get("PAL_REGISTRY")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join("~", ".config")
-    return Path(base).expanduser() / "comfyui-pal" / "registry.json"
-
-
-def env_key(name: str) -> str:
-    """Registry name -> environment-variable suffix: 'pal4vst-unified' -> 'PAL4VST_UNIFIED'."""
-    return re.sub(r"[^0-9A-Za-z]", "_", name).upper()
-
-
-# ------------------------------------------------------------------------------------ registry
-def _read_registry_file(path: Path, required: bool) -> dict[str, dict]:
+def read_lock(directory: str | os.PathLike) -> dict:
+    """The lock file of a models folder: {"files": {file name: record}, "refs": {hf ref: record}}."""
+    path = Path(directory) / LOCK_NAME
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        if required:
-            raise RegistryError(
-                f"{path}: PAL_REGISTRY names a registry file that does not exist; create it or unset "
-                "PAL_REGISTRY") from None
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RegistryError(f"{path}: not a readable registry JSON file ({e}); fix or remove it") from e
-    if isinstance(data, dict) and "models" in data:
-        models = data["models"]
-    elif isinstance(data, dict):  # a bare {name: entry} mapping is accepted too
-        models = {k: v for k, v in data.items() if k not in ("schema_version", "about", "$schema")}
-    else:
-        models = None
-    if not isinstance(models, dict):
-        raise RegistryError(f'{path}: expected {{"models": {{name: entry, ...}}}}, got {type(data).__name__}')
-    for name, entry in models.items():
-        if not isinstance(entry, dict):
-            raise RegistryError(f"{path}: entry {name!r} must be a JSON object, got {type(entry).__name__}")
-    return models
+        return {"version": 1, "files": {}, "refs": {}}
+    except (OSError, ValueError) as e:
+        raise RegistryError(f"{path}: unreadable lock file ({e}); move it away and run `pal models download` "
+                            "again to re-record the files") from e
+    data.setdefault("files", {})
+    data.setdefault("refs", {})
+    return data
 
 
-def _validate(name: str, entry: dict, origin: str) -> dict:
-    entry = dict(entry)
-    source = entry.get("source") or ("hub" if entry.get("repo_id") else "local" if entry.get("path") else None)
-    if source not in SOURCES:
-        raise RegistryError(f"{origin}: model {name!r} needs 'repo_id' + 'filename' (Hub) or 'path' (a file); "
-                            f"source must be one of {SOURCES}")
-    entry["source"] = source
-    if source == "hub":
-        for key in ("repo_id", "filename"):
-            if not isinstance(entry.get(key), str) or not entry[key].strip():
-                raise RegistryError(f"{origin}: Hub model {name!r} needs a non-empty {key!r}")
-    elif not isinstance(entry.get("path"), str) or not entry["path"]:
-        raise RegistryError(f"{origin}: model {name!r} (source {source}) needs a 'path'")
-    sha = entry.get("sha256")
-    if sha is not None:
-        sha = str(sha).strip().lower()
-        if not _SHA256_RE.match(sha):
-            raise RegistryError(f"{origin}: model {name!r} sha256 must be 64 hex digits, got {entry['sha256']!r}")
-        entry["sha256"] = sha
-    size = entry.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
-        raise RegistryError(f"{origin}: model {name!r} size must be a byte count or null, got {size!r}")
-    entry.setdefault("revision", None)
-    entry.setdefault("sha256", None)
-    entry.setdefault("size", None)
-    entry.setdefault("published", entry["sha256"] is not None or source != "hub")
-    entry["name"] = name
-    return entry
+def _update_lock(directory: Path, section: str, key: str, record: dict) -> None:
+    from ..core.imageio import atomic_write_bytes
+
+    with _file_lock(directory / ".locks" / f"{LOCK_NAME}.lock"):
+        data = read_lock(directory)
+        data["version"] = 1
+        data[section][key] = record
+        atomic_write_bytes(directory / LOCK_NAME, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
-def get_registry() -> dict[str, dict]:
-    """name -> entry (built-in registry, then the user registry file, then env overrides).
-
-    Read on every call (a few KB of JSON) so edits and env changes apply without a restart.
-    Each entry gets 'name', 'source' and 'overridden' (fields changed by user file or env).
-    Overriding 'repo_id' without 'revision' uses the new repo's default branch: a mirror rarely
-    has the pinned commit, and the sha256 still pins the bytes.
-    """
-    builtin = _read_registry_file(BUILTIN_REGISTRY, required=True)
-    user_path = user_registry_path()
-    user = _read_registry_file(user_path, required="PAL_REGISTRY" in os.environ)
-    out: dict[str, dict] = {}
-    for name in list(builtin) + [n for n in user if n not in builtin]:
-        entry = dict(builtin.get(name, {}))
-        changed: dict[str, str] = {}
-        for key, value in user.get(name, {}).items():
-            entry[key] = value
-            changed[key] = str(user_path)
-        u = user.get(name, {})
-        if isinstance(u.get("path"), str) and "repo_id" not in u and u.get("source") in (None, "local"):
-            # a user entry naming a file: relative paths are relative to the registry file
-            entry["source"] = "local"
-            entry["path"] = str(user_path.parent / Path(u["path"]).expanduser())
-        for suffix, key in ENV_OVERRIDES.items():
-            var = f"PAL_HUB_{suffix}_{env_key(name)}"
-            if os.environ.get(var):
-                entry[key] = os.environ[var].strip()
-                changed[key] = var
-        if "repo_id" in changed and "revision" not in changed and name in builtin:
-            entry["revision"] = None
-        origin = ", ".join(sorted(set(changed.values()))) or str(BUILTIN_REGISTRY)
-        entry = _validate(name, entry, origin)
-        if changed.get("sha256"):
-            entry["published"] = True  # a user-supplied pin makes an unpublished entry downloadable
-        entry["overridden"] = sorted(changed)
-        out[name] = entry
-    return out
+def _check_lock(path: Path, what: str) -> dict | None:
+    """If this project recorded `path` in its folder's lock file, verify it (sha256); returns the
+    record, or None for a file the user put there. A mismatch is refused; the file is left as is."""
+    rec = read_lock(path.parent)["files"].get(path.name)
+    if rec is None:
+        return None
+    actual = file_sha256(path)
+    if actual != rec.get("sha256"):
+        raise ChecksumMismatchError(
+            f"{path} ({what}) does not match the sha256 recorded when it was downloaded "
+            f"({rec.get('sha256')} in {path.parent / LOCK_NAME}; now {actual}): it changed on disk. It was left "
+            f"untouched: delete it and run `pal models download {rec.get('model') or what}` again, or "
+            "`pal models verify` to check the others.")
+    return rec
 
 
-def _lookup(registry: Mapping[str, dict], name: str) -> dict | None:
-    if name in registry:
-        return registry[name]
-    lowered = {k.lower(): v for k, v in registry.items()}
-    return lowered.get(name.lower())
-
-
-# ----------------------------------------------------------------------------------- hashing
-_HASH_MEMO: dict[tuple, str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file; memoised per (real path, inode, size, mtime, ctime) so a re-load in the same
-    process does not re-hash a 250 MB checkpoint."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = (real, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if key not in _HASH_MEMO:
-        h = hashlib.sha256()
-        with open(real, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _HASH_MEMO[key] = h.hexdigest()
-    return _HASH_MEMO[key]
-
-
+# ----------------------------------------------------------------------- Hub entries (registry)
 def _check(path: Path, entry: dict) -> str | None:
     """None if the file matches the entry's size/sha256 pin, else a description of the mismatch."""
     size = path.stat().st_size
@@ -267,16 +226,6 @@ def _check(path: Path, entry: dict) -> str | None:
             return f"its sha256 is {actual}, expected {entry['sha256']} (corrupted or a different version)"
     return None
 
-
-def _human(n: int | None) -> str:
-    if n is None:
-        return "size unknown"
-    x = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if x < 1000 or unit == "GB":
-            return f"{x:.0f} {unit}" if unit == "B" else f"{x:.1f} {unit}"
-        x /= 1000
-    return f"{n} B"  # pragma: no cover
 
 
 def _say(msg: str) -> None:
@@ -359,199 +308,6 @@ def _pin_text(entry: dict) -> str:
         parts.append(_human(entry["size"]))
     return f" ({', '.join(parts)})" if parts else ""
 
-
-# ---------------------------------------------------------------------------------- resolving
-def _looks_like_path(text: str) -> bool:
-    return os.sep in text or "/" in text or text.lower().endswith(_CHECKPOINT_SUFFIXES) or text.startswith("~")
-
-
-def _as_dirs(model_dirs, models_dir=None) -> list[Path]:
-    """model_dirs (one path or a list; the first is where downloads go) -> a list of Paths."""
-    if model_dirs is None or isinstance(model_dirs, (str, os.PathLike)):
-        model_dirs = [model_dirs] if model_dirs else []
-    dirs = [Path(d).expanduser() for d in model_dirs if d]
-    if models_dir:  # the older single-folder keyword
-        dirs.insert(0, Path(models_dir).expanduser())
-    return list(dict.fromkeys(dirs))
-
-
-def resolve(
-    name_or_path: str | os.PathLike,
-    model_dirs: str | os.PathLike | list | tuple | None = None,
-    download: bool = False,
-    progress: bool | Callable[[int, int | None], Any] | None = None,
-    *,
-    token: str | bool | None = None,
-    models_dir: str | Path | None = None,
-) -> Path:
-    """THE model resolver: a path, a file name in one of `model_dirs`, or a registry name -> a local,
-    verified checkpoint file. Every host calls this (or `load_cached`).
-
-    `model_dirs`: the host's model folders (ComfyUI/A1111 `models/pal`), searched first; downloads go
-    into the first one (else the Hub cache / user models folder). `download=False` never touches
-    the network and says what to run instead. `progress`: None/True = a log line and a bar on
-    stderr, False = silent, or a callback(done_bytes, total_bytes). Raises ModelNotAvailableError
-    (a ValueError) saying which file to put where.
-    """
-    dirs = _as_dirs(model_dirs, models_dir)
-    if progress is None:
-        progress = True
-    text = os.fspath(name_or_path)
-    path = Path(text).expanduser()
-    if path.is_file():
-        return path
-    if not path.is_absolute():
-        for d in dirs:
-            if (d / path).is_file():
-                return d / path
-    registry = get_registry()
-    entry = _lookup(registry, str(text))
-    if entry is None:
-        names = ", ".join(sorted(registry))
-        if path.is_dir():
-            raise UnknownModelError(f"{path} is a directory; pass a checkpoint file (.safetensors, .pth, .pt)")
-        if _looks_like_path(str(text)):
-            raise UnknownModelError(
-                f"checkpoint file not found: {path.absolute()}. Check the path, or use a registered model "
-                f"name ({names}).")
-        raise UnknownModelError(
-            f"{text!r} is neither an existing file nor a registered model name. Registered names: {names} "
-            "(`pal models list` shows them); pass a file path to use your own checkpoint.")
-    return _resolve_entry(entry, download=download, models_dir=dirs[0] if dirs else None, token=token,
-                          progress=progress, extra_dirs=dirs[1:])
-
-
-# (real path, mtime, size, device, dtype, trust) -> Detector. Small: each entry holds a whole network.
-_DETECTORS: OrderedDict[tuple, Any] = OrderedDict()
-_DETECTORS_MAX = 2
-_DETECTORS_LOCK = threading.Lock()
-
-
-def load_cached(
-    ref: str | os.PathLike | None,
-    *,
-    device=None,
-    dtype=None,
-    model_dirs: str | os.PathLike | list | tuple | None = None,
-    download: bool = False,
-    trust_torchscript: bool = False,
-    progress: bool | Callable[[int, int | None], Any] | None = None,
-):
-    """`resolve(ref)` then a Detector from a small process-wide LRU keyed on the resolved file
-    (path, mtime, size) + device + dtype + trust flag: hosts share one loaded network per key.
-    `ref=None` is the bundled default model."""
-    from .detector import DEFAULT_MODEL, _as_dtype, auto_device, load_detector
-
-    path = resolve(DEFAULT_MODEL if ref is None else ref, model_dirs=model_dirs, download=download,
-                   progress=progress)
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    dev = str(device) if device is not None else str(auto_device())
-    key = (real, st.st_mtime_ns, st.st_size, dev, str(_as_dtype(dtype)), bool(trust_torchscript))
-    with _DETECTORS_LOCK:
-        det = _DETECTORS.get(key)
-        if det is not None:
-            _DETECTORS.move_to_end(key)
-            return det
-        # free the least recently used network before loading the next one
-        while len(_DETECTORS) >= _DETECTORS_MAX:
-            _DETECTORS.popitem(last=False)
-        det = load_detector(path, device=dev, dtype=dtype, trust_torchscript=trust_torchscript)
-        _DETECTORS[key] = det
-        return det
-
-
-def clear_cache() -> None:
-    """Drop every cached Detector (e.g. when a host unloads models)."""
-    with _DETECTORS_LOCK:
-        _DETECTORS.clear()
-
-
-def _resolve_entry(entry: dict, *, download: bool, models_dir, token, progress, extra_dirs=()) -> Path:
-    name = entry["name"]
-    if entry["source"] in ("bundled", "local"):
-        path = Path(entry["path"]).expanduser()
-        if entry["source"] == "bundled":
-            path = PACKAGE_MODELS_DIR / path
-        if not path.is_file():
-            if entry["source"] == "bundled":
-                raise ModelNotAvailableError(
-                    f"the bundled model {name!r} is missing: expected the file {path}. Release packages "
-                    "ship it; in a source checkout create it with the training export (see README, "
-                    "'Training') or copy it there, or pass another checkpoint path or registry name "
-                    "(`pal models list`).")
-            raise ModelNotAvailableError(
-                f"model {name!r} points to {path}, which does not exist (set in {user_registry_path()}); "
-                "put the checkpoint there or fix the entry's 'path'.")
-        problem = _check(path, entry)
-        if problem:
-            raise ChecksumMismatchError(f"{path} (model {name!r}) does not match its registry pin: {problem}.")
-        return path
-
-    # Hub entry. Files a user or host placed themselves are checked but never deleted.
-    for directory in _local_dirs(models_dir) + [d for d in extra_dirs if d not in _local_dirs(models_dir)]:
-        candidate = directory / entry["filename"]
-        if candidate.is_file():
-            if entry["sha256"] is None and entry["size"] is None:
-                return candidate  # nothing to verify against (unpublished); the user chose this file
-            problem = _check(candidate, entry)
-            if problem:
-                raise ChecksumMismatchError(
-                    f"{candidate} (model {name!r}) does not match the registry: {problem}. The file was "
-                    f"left untouched: delete or move it and run `pal models download {name}`, or pass "
-                    "the path itself to use it unverified.")
-            return candidate
-    cached, note = _find_cached(entry)
-    if cached is not None:
-        return cached
-
-    target = _where_to_put(entry, models_dir)
-    if entry["sha256"] is None:
-        raise ModelNotAvailableError(
-            f"{note}model {name!r} is not published on the Hub yet (no pinned sha256 in the registry), so "
-            f"it cannot be downloaded. Put the converted file {entry['filename']} at {target} (convert the "
-            f"official checkpoint with `pal convert`), or, for a mirror you trust, set its sha256 with "
-            f"PAL_HUB_SHA256_{env_key(name)} or in {user_registry_path()}.")
-    if not download:
-        raise ModelNotAvailableError(
-            f"{note}model {name!r} is not downloaded. Run `pal models download {name}`, or put the file "
-            f"{entry['filename']}{_pin_text(entry)} at {target}; it is published at {_url(entry)}.")
-    if is_offline():
-        raise ModelNotAvailableError(
-            f"{note}model {name!r} is not available offline (HF_HUB_OFFLINE is set) and no local copy "
-            f"exists. Put the file {entry['filename']}{_pin_text(entry)} at {target} (download it from "
-            f"{_url(entry)} on a connected machine), or unset HF_HUB_OFFLINE and run "
-            f"`pal models download {name}`.")
-    return _download(entry, models_dir=models_dir, token=token, progress=progress)
-
-
-def download(
-    name: str,
-    models_dir: str | Path | None = None,
-    *,
-    token: str | bool | None = None,
-    progress: bool | Callable[[int, int | None], Any] = True,
-) -> Path:
-    """`pal models download`: like resolve(), but with `models_dir` the file ends up there (a copy
-    already in the Hub cache is copied, not downloaded again)."""
-    registry = get_registry()
-    entry = _lookup(registry, name)
-    if entry is None:
-        raise UnknownModelError(f"{name!r} is not a registered model name; registered: {', '.join(sorted(registry))}")
-    path = _resolve_entry(entry, download=True, models_dir=models_dir, token=token, progress=progress)
-    if models_dir and entry["source"] == "hub":
-        want = Path(models_dir).expanduser() / entry["filename"]
-        if path != want:
-            want.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{want.name}.", suffix=".tmp", dir=want.parent)
-            os.close(fd)
-            try:
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, want)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
-            path = want
-    return path
 
 
 def _tqdm_class(progress):
@@ -666,17 +422,566 @@ def _hub_error(e: Exception, entry: dict, target: Path) -> ModelNotAvailableErro
     return HubDownloadError(f"model {name!r}: download from {endpoint} failed: {first}. {manual}")
 
 
+
+# ---------------------------------------------------------------------------------- resolving
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.lower().endswith(_CHECKPOINT_SUFFIXES) or text.startswith("~")
+
+
+_HF_REF_RE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[^/\s@]+))?(?:/(?P<path>\S+))?$")
+_BARE_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def parse_hf_ref(text: str) -> dict | None:
+    """'hf:owner/repo[@revision][/path/in/repo]' -> {"repo", "revision", "path", "ref"}; else None."""
+    if not isinstance(text, str):
+        return None
+    body = text[3:] if text.startswith("hf:") else text[7:] if text.startswith("hf-hub:") else None
+    if body is None:
+        return None
+    m = _HF_REF_RE.match(body.strip())
+    if not m:
+        raise UnknownModelError(f"{text!r}: not a Hub reference; write hf:owner/repo[@revision][/file.safetensors]")
+    repo, rev, path = m.group("repo"), m.group("rev"), m.group("path")
+    ref = f"hf:{repo}" + (f"@{rev}" if rev else "") + (f"/{path}" if path else "")
+    return {"repo": repo, "revision": rev, "path": path, "ref": ref}
+
+
+def resolve(
+    name_or_path: str | os.PathLike,
+    model_dirs: str | os.PathLike | list | tuple | None = None,
+    download: bool = False,
+    progress: ProgressArg = None,
+    *,
+    token: str | bool | None = None,
+    allow_pth: bool = False,
+    keep_source: bool = False,
+    models_dir: str | Path | None = None,
+) -> Path:
+    """THE model resolver: a path, a file name in one of `model_dirs`, a registry name or a Hub
+    reference -> a local, verified checkpoint file. Every host calls this (or `load_cached`).
+
+    `model_dirs`: the host's model folders (ComfyUI/A1111 `models/pal`), searched first; downloads
+    go into the first one (else the user models folder, or the Hub cache for Hub files).
+    `download=False` never touches the network and says what to run instead. `progress`:
+    None/True = a bar on stderr, False = silent, or a callback(done_bytes, total_bytes).
+    `allow_pth`: accept a .pth from a Hub repo (loaded with weights_only=True later); TorchScript is
+    never taken from the Hub. Raises ModelNotAvailableError (a ValueError) naming the fix.
+    """
+    dirs = _as_dirs(model_dirs, models_dir)
+    text = os.fspath(name_or_path)
+    hf = parse_hf_ref(text)
+    if hf is not None:
+        return _resolve_hf(hf, dirs, download=download, token=token, progress=progress, allow_pth=allow_pth)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_absolute():
+        for d in dirs:
+            if (d / path).is_file():
+                return d / path
+    registry = get_registry()
+    entry = _lookup(registry, str(text))
+    if entry is not None:
+        return _resolve_entry(entry, download=download, dirs=dirs, token=token, progress=progress,
+                              keep_source=keep_source)
+    if _BARE_REPO_RE.match(text) and path.suffix.lower() not in _CHECKPOINT_SUFFIXES and not path.exists():
+        return _resolve_hf(parse_hf_ref("hf:" + text), dirs, download=download, token=token, progress=progress,
+                           allow_pth=allow_pth)
+    names = ", ".join(sorted(registry))
+    if path.is_dir():
+        raise UnknownModelError(f"{path} is a directory; pass a checkpoint file (.safetensors, .pth, .pt)")
+    if _looks_like_path(str(text)):
+        raise UnknownModelError(
+            f"checkpoint file not found: {path.absolute()}. Check the path, or use a registered model "
+            f"name ({names}) or a Hub reference hf:owner/repo.")
+    raise UnknownModelError(
+        f"{text!r} is neither an existing file nor a registered model name. Registered names: {names} "
+        "(`pal models list` shows them); pass a file path to use your own checkpoint, or hf:owner/repo for a "
+        "Hub repo.")
+
+
+def _resolve_entry(entry: dict, *, download: bool, dirs: list[Path], token=None, progress: ProgressArg = None,
+                   keep_source: bool = False, trust_torchscript: bool = False, torchscript: bool = False) -> Path:
+    name = entry["name"]
+    if entry["source"] in ("bundled", "local"):
+        path = Path(entry["path"]).expanduser()
+        if entry["source"] == "bundled":
+            path = PACKAGE_MODELS_DIR / path
+        if not path.is_file():
+            if entry["source"] == "bundled":
+                raise ModelNotAvailableError(
+                    f"the bundled model {name!r} is missing: expected the file {path}. Release packages "
+                    "ship it; in a source checkout create it with the training export (see README, "
+                    "'Training') or copy it there, or pass another checkpoint path or registry name "
+                    "(`pal models list`).")
+            raise ModelNotAvailableError(
+                f"model {name!r} points to {path}, which does not exist (set in {user_registry_path()}); "
+                "put the checkpoint there or fix the entry's 'path'.")
+        problem = _check(path, entry)
+        if problem:
+            raise ChecksumMismatchError(f"{path} (model {name!r}) does not match its registry pin: {problem}.")
+        return path
+
+    # Hub or Drive entry. Files a user or host placed themselves are checked but never deleted.
+    models_dir = dirs[0] if dirs else None
+    for directory in _search_dirs(dirs):
+        candidate = directory / entry["filename"]
+        if candidate.is_file():
+            if entry["sha256"] is not None or entry["size"] is not None:
+                problem = _check(candidate, entry)
+                if problem:
+                    raise ChecksumMismatchError(
+                        f"{candidate} (model {name!r}) does not match the registry: {problem}. The file was "
+                        f"left untouched: delete or move it and run `pal models download {name}`, or pass "
+                        "the path itself to use it unverified.")
+            else:
+                _check_lock(candidate, name)  # TOFU: what we converted there must still be what we wrote
+            return candidate
+    if entry.get("repo_id") and (entry["source"] == "hub" or entry["hub_copy"]):
+        cached, note = _find_cached(entry)
+        if cached is not None:
+            return cached
+    else:
+        note = ""
+
+    target = _where_to_put(entry, models_dir)
+    if entry["source"] == "gdrive" and not entry["hub_copy"]:
+        if is_offline():
+            raise ModelNotAvailableError(
+                f"model {name!r} is not available offline (PAL_OFFLINE / HF_HUB_OFFLINE is set) and no local "
+                f"copy exists, so nothing was requested. {_manual_route(entry, target)}")
+        if not download:
+            raise ModelNotAvailableError(
+                f"model {name!r} is not downloaded yet. Run `pal models download {name}` (it fetches the "
+                f"authors' file, verifies and converts it). {_manual_route(entry, target)}")
+        return _fetch_gdrive(entry, target.parent, progress=progress, keep_source=keep_source,
+                             trust_torchscript=trust_torchscript, torchscript=torchscript)
+    if entry["sha256"] is None:
+        raise ModelNotAvailableError(
+            f"{note}model {name!r} is not published on the Hub yet (no pinned sha256 in the registry), so "
+            f"it cannot be downloaded. Put the converted file {entry['filename']} at {target} (convert the "
+            f"official checkpoint with `pal convert`), or, for a mirror you trust, set its sha256 with "
+            f"PAL_HUB_SHA256_{env_key(name)} or in {user_registry_path()}.")
+    if is_offline():
+        raise ModelNotAvailableError(
+            f"{note}model {name!r} is not available offline (HF_HUB_OFFLINE / PAL_OFFLINE is set) and no local "
+            f"copy exists. Put the file {entry['filename']}{_pin_text(entry)} at {target} (download it from "
+            f"{_url(entry)} on a connected machine), or unset HF_HUB_OFFLINE and run "
+            f"`pal models download {name}`.")
+    if not download:
+        raise ModelNotAvailableError(
+            f"{note}model {name!r} is not downloaded. Run `pal models download {name}`, or put the file "
+            f"{entry['filename']}{_pin_text(entry)} at {target}; it is published at {_url(entry)}.")
+    return _download(entry, models_dir=models_dir, token=token, progress=True if progress is None else progress)
+
+
+# ------------------------------------------------------------------------ Google Drive entries
+def _host_folders_text(filename: str, target: Path | None = None) -> str:
+    cli = user_models_dir() / filename
+    folders = [f"ComfyUI/models/pal/{filename}", f"stable-diffusion-webui/models/pal/{filename} (A1111/Forge)"]
+    if target != cli:
+        folders.append(f"{cli} (the CLI's folder)")
+    return ", ".join(folders)
+
+
+def _manual_route(entry: dict, target: Path | None = None) -> str:
+    """The by-hand route, for every Drive error message."""
+    fid = entry["file_id"]
+    src = entry.get("original_name") or f"{entry['name']}.pth"
+    where = f"{target}, or in another models folder: " if target is not None else ""
+    return (f"By hand: download {src} (Drive file {fid}) from {drive_link(fid)} in a browser, run "
+            f"`pal convert {src} {entry['filename']}`, and put the result at {where}"
+            f"{_host_folders_text(entry['filename'], target)}.")
+
+
+def _licence_line(entry: dict) -> str | None:
+    return entry.get("license_notice")
+
+
+def _fetch_gdrive(entry: dict, target_dir: Path, *, progress: ProgressArg, keep_source: bool,
+                  trust_torchscript: bool, torchscript: bool) -> Path:
+    """Download -> verify (weights_only, strict manifest, finite forward) -> convert -> atomic
+    rename, under a per-file lock so two processes never download into each other."""
+    from . import gdrive
+
+    name, target = entry["name"], target_dir / entry["filename"]
+    if torchscript:
+        if not entry.get("torchscript_file_id"):
+            raise ModelNotAvailableError(f"model {name!r} has no TorchScript file in the registry")
+        if not trust_torchscript:
+            raise ModelNotAvailableError(
+                f"model {name!r}: the TorchScript file contains code, so it is used only with "
+                "--trust-torchscript (and then only its weights are kept); the default .pth needs no trust.")
+    file_id = entry["torchscript_file_id"] if torchscript else entry["file_id"]
+    route = _manual_route(entry, target)
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelNotAvailableError(f"model {name!r}: cannot create {target_dir} ({e}). {route}") from e
+    with _file_lock(target_dir / ".locks" / f"{entry['filename']}.lock"):
+        if target.is_file():  # another process finished it while we waited for the lock
+            _check_lock(target, name)
+            return target
+        approx = entry.get("size_approx")
+        free = shutil.disk_usage(target_dir).free
+        if approx and free < approx * 2.2:  # the .pth and the converted file side by side, with margin
+            raise ModelNotAvailableError(
+                f"model {name!r} (Drive file {file_id}): the disk is full: {target_dir} has {_human(free)} free, "
+                f"about {_human(int(approx * 2.2))} are needed. Free some space and retry. {route}")
+        notice = _licence_line(entry)
+        _say(f"downloading {name} (about {_human(approx)}) from Google Drive file {file_id} into {target_dir}")
+        if notice:
+            _say(f"licence: {notice}")
+        cb, close = _byte_progress(progress, name)
+        tmp_src = None
+        tmp_dst = target_dir / f".{entry['filename']}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            try:
+                tmp_src, original, info = gdrive.download(file_id, target_dir, progress=cb, what=f"model {name!r}")
+            except gdrive.DriveError as e:
+                raise type(e)(e.kind, f"{e} {route}") from None
+            finally:
+                close()
+            got = tmp_src.stat().st_size
+            if approx and not (0.9 * approx <= got <= 4 * approx):
+                raise ModelNotAvailableError(
+                    f"model {name!r} (Drive file {file_id}): got {_human(got)}, expected about {_human(approx)}: "
+                    f"not the published checkpoint. {route}")
+            src_sha = file_sha256(tmp_src)
+            prov = {"source": "gdrive", "model": name, "gdrive_file_id": file_id,
+                    "source_name": original or entry.get("original_name"), "homepage": entry.get("homepage"),
+                    "license": entry.get("license")}
+            try:
+                from .checkpoint import CheckpointError, verify_and_convert
+
+                verify_and_convert(tmp_src, tmp_dst, entry.get("config") or entry["preset"], provenance=prov,
+                                   trust_torchscript=trust_torchscript)
+            except CheckpointError as e:
+                hint = (" It is a TorchScript archive: that file id is only used with --torchscript "
+                        "--trust-torchscript." if _is_torchscript_file(tmp_src) else "")
+                raise ModelNotAvailableError(f"model {name!r} (Drive file {file_id}): {e}.{hint} Nothing was "
+                                             f"kept. {route}") from None
+            except OSError as e:
+                raise ModelNotAvailableError(f"model {name!r} (Drive file {file_id}): could not write the "
+                                             f"converted file in {target_dir} ({e}; disk full?). {route}") from None
+            os.replace(tmp_dst, target)  # atomic: readers see nothing or the whole verified file
+            record = {"model": name, "source": "gdrive", "file_id": file_id, "original_name": prov["source_name"],
+                      "original_sha256": src_sha, "original_size": got, "sha256": file_sha256(target),
+                      "size": target.stat().st_size, "recorded": _now(), "license_notice": notice}
+            _update_lock(target_dir, "files", entry["filename"], record)
+            _say(f"{name}: verified and converted to {target}")
+            _say(f"{name}: trust on first use: original sha256 {src_sha}, converted sha256 {record['sha256']} "
+                 f"(recorded in {target_dir / LOCK_NAME}; `pal models verify` re-checks)")
+            if keep_source:
+                keep = target_dir / (prov["source_name"] or f"{name}.pth")
+                if keep.exists():
+                    _say(f"{name}: --keep-source: {keep} already exists, left as it was; the download was removed")
+                else:
+                    os.replace(tmp_src, keep)
+                    tmp_src = None
+            return target
+        finally:
+            for p in (tmp_src, tmp_dst):
+                if p is not None:
+                    Path(p).unlink(missing_ok=True)
+
+
+# -------------------------------------------------------------------------- Hub references
+def _ref_records(dirs: list[Path], ref: str) -> list[tuple[Path, dict]]:
+    out = []
+    for d in _search_dirs(dirs):
+        try:
+            rec = read_lock(d)["refs"].get(ref)
+        except RegistryError:
+            continue
+        if rec:
+            out.append((d, rec))
+    return out
+
+
+def _hf_endpoint() -> str:
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def _resolve_hf(hf: dict, dirs: list[Path], *, download: bool, token, progress: ProgressArg, allow_pth: bool,
+                update: bool = False) -> Path:
+    """hf:owner/repo[@rev][/path] -> a verified local file. Pinned: the first download records the
+    commit and sha256 in the lock file; later calls use that record with no request at all."""
+    ref = hf["ref"]
+    if not update:
+        for _d, rec in _ref_records(dirs, ref):
+            path = Path(rec["file"])
+            if path.is_file():
+                actual = file_sha256(path)
+                if actual != rec["sha256"]:
+                    raise ChecksumMismatchError(
+                        f"{ref}: {path} does not match the sha256 recorded at download ({rec['sha256']}, now "
+                        f"{actual}). Delete it and run `pal models download {ref}` again.")
+                return path
+    dest = dirs[0] if dirs else None
+    where = str(dest) if dest else f"the Hub cache ({hf_cache_dir()})"
+    if is_offline():
+        raise ModelNotAvailableError(
+            f"{ref} is not in the cache and offline mode is on (HF_HUB_OFFLINE / PAL_OFFLINE), so nothing was "
+            f"requested. On a connected machine run `pal models download {ref}` and copy the file into {where}, "
+            "or unset HF_HUB_OFFLINE.")
+    if not download:
+        raise ModelNotAvailableError(f"{ref} is not downloaded. Run `pal models download {ref}` (or allow "
+                                     f"downloading in the host); it goes into {where}.")
+    return _download_hf(hf, dest, token=token, progress=progress, allow_pth=allow_pth)
+
+
+def _hf_error(e: Exception, hf: dict, what: str) -> ModelNotAvailableError:
+    kinds = {cls.__name__ for cls in type(e).__mro__}
+    ref, repo, rev = hf["ref"], hf["repo"], hf["revision"] or "main"
+    endpoint = _hf_endpoint()
+    if "GatedRepoError" in kinds:
+        return HubDownloadError(f"{ref}: the Hub repo {repo} is gated: accept its terms at {endpoint}/{repo}, then "
+                                "give a token (`hf auth login`, HF_TOKEN, or --token).")
+    if "RepositoryNotFoundError" in kinds:
+        return HubDownloadError(f"{ref}: the Hub repo {repo!r} was not found at {endpoint} (or it is private: give "
+                                "a token with HF_TOKEN / `hf auth login` / --token). Check the spelling owner/repo.")
+    if "RevisionNotFoundError" in kinds:
+        return HubDownloadError(f"{ref}: revision {rev!r} does not exist in {repo}; use an existing branch, tag "
+                                "or commit after '@'.")
+    if "EntryNotFoundError" in kinds:
+        return HubDownloadError(f"{ref}: the file {what!r} does not exist in {repo} at {rev!r}.")
+    if "LocalEntryNotFoundError" in kinds or "OfflineModeIsEnabled" in kinds:
+        return ModelNotAvailableError(f"{ref}: could not reach {endpoint} ({type(e).__name__}); check the network "
+                                      "or HF_ENDPOINT (HF_HUB_OFFLINE=1 fails fast).")
+    status = getattr(getattr(e, "response", None), "status_code", None)
+    if status in (401, 403):
+        return HubDownloadError(f"{ref}: the Hub refused access to {repo} (HTTP {status}); check your token.")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return HubDownloadError(f"{ref}: Hub request to {endpoint} failed: {type(e).__name__}: {first}")
+
+
+def _pal_metadata_problem(path: Path) -> str | None:
+    """None if `path` is a comfyui-pal safetensors file whose architecture we can build."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="numpy") as f:
+            meta = dict(f.metadata() or {})
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own type for a bad header
+        return f"not a readable safetensors file ({e})"
+    if "config" not in meta:
+        return "it has no comfyui-pal architecture metadata ('config' missing); not a PAL checkpoint"
+    try:
+        config = json.loads(meta["config"])
+        from .factory import resolve_config
+
+        resolve_config(config)
+    except Exception as e:  # noqa: BLE001 - any failure means "we cannot build this"
+        return f"its architecture metadata is unknown to comfyui-pal ({e})"
+    return None
+
+
+def _download_hf(hf: dict, dest: Path | None, *, token, progress: ProgressArg, allow_pth: bool) -> Path:
+    try:
+        from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    except ImportError:
+        raise ModelNotAvailableError(f"{hf['ref']}: downloading needs the huggingface_hub package "
+                                     "(pip install huggingface_hub)") from None
+    ref, repo = hf["ref"], hf["repo"]
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        info = api.model_info(repo, revision=hf["revision"] or "main")
+    except Exception as e:  # noqa: BLE001 - mapped by class name across huggingface_hub versions
+        raise _hf_error(e, hf, hf["path"] or "") from e
+    commit = info.sha
+    files = sorted(s.rfilename for s in (info.siblings or []))
+    card = None
+    path_in_repo = hf["path"]
+    if path_in_repo is None:
+        if "README.md" in files:
+            try:
+                card_path = hf_hub_download(repo, "README.md", revision=commit, token=token, endpoint=endpoint,
+                                            cache_dir=str(hf_cache_dir()))
+                card = read_card_metadata(Path(card_path).read_text(encoding="utf-8", errors="replace"))
+            except Exception as e:  # noqa: BLE001
+                raise _hf_error(e, hf, "README.md") from e
+        if card and card.get("filename") in files:
+            path_in_repo = card["filename"]
+        else:
+            wanted = (".safetensors",) + (_PTH_SUFFIXES if allow_pth else ())
+            cands = [f for f in files if f.lower().endswith(wanted)]
+            if not cands:
+                raise ModelNotAvailableError(
+                    f"{ref}: the repo {repo} at {commit[:12]} holds no PAL checkpoint (.safetensors) and its model "
+                    "card has no comfyui_pal block (`pal push` writes one). Files: " + (", ".join(files) or "none"))
+            if len(cands) > 1:
+                raise ModelNotAvailableError(
+                    f"{ref}: the repo {repo} holds more than one checkpoint: {', '.join(cands)}. Name one: "
+                    + " or ".join(f"hf:{repo}{'@' + hf['revision'] if hf['revision'] else ''}/{c}" for c in cands))
+            path_in_repo = cands[0]
+    elif path_in_repo not in files:
+        raise HubDownloadError(f"{ref}: the file {path_in_repo!r} does not exist in {repo} at "
+                               f"{hf['revision'] or 'main'} ({commit[:12]}). Files: {', '.join(files) or 'none'}")
+    suffix = Path(path_in_repo).suffix.lower()
+    if suffix != ".safetensors" and not (allow_pth and suffix in _PTH_SUFFIXES):
+        raise ModelNotAvailableError(
+            f"{ref}: {path_in_repo} is not a .safetensors file. Only safetensors is taken from the Hub by default; "
+            "pass --allow-pth (allow_pth=True) for a .pth, which is then loaded with weights_only=True.")
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(repo, path_in_repo, revision=commit, endpoint=endpoint), token=token)
+    except Exception as e:  # noqa: BLE001
+        raise _hf_error(e, hf, path_in_repo) from e
+    etag = (meta.etag or "").strip('"').removeprefix("W/").strip('"').lower()
+    want_sha = etag if re.fullmatch(r"[0-9a-f]{64}", etag) else None  # LFS files: the etag is the sha256
+    if card and card.get("filename") == path_in_repo and card.get("sha256"):
+        if want_sha and card["sha256"] != want_sha:
+            raise ChecksumMismatchError(f"{ref}: the model card pins sha256 {card['sha256']} but the Hub's LFS "
+                                        f"metadata says {want_sha}; not downloaded.")
+        want_sha = want_sha or card["sha256"]
+    kwargs: dict[str, Any] = dict(repo_id=repo, filename=path_in_repo, revision=commit, token=token, endpoint=endpoint)
+    if dest is not None:
+        local = dest / "hf" / f"{repo.replace('/', '--')}" / commit[:12]
+        local.mkdir(parents=True, exist_ok=True)
+        kwargs["local_dir"] = str(local)
+    else:
+        kwargs["cache_dir"] = str(hf_cache_dir())
+    bar = _tqdm_class(progress if progress is not None else True)
+    if bar is not None and "tqdm_class" in inspect.signature(hf_hub_download).parameters:
+        kwargs["tqdm_class"] = bar
+    if progress is not False:
+        _say(f"downloading {ref} -> {repo}@{commit[:12]}/{path_in_repo} ({_human(meta.size)})")
+    try:
+        path = Path(hf_hub_download(**kwargs))
+    except Exception as e:  # noqa: BLE001
+        raise _hf_error(e, hf, path_in_repo) from e
+
+    def reject(msg: str, exc=ModelNotAvailableError):
+        if dest is not None:
+            path.unlink(missing_ok=True)
+            (Path(kwargs["local_dir"]) / ".cache" / "huggingface" / "download" / f"{path_in_repo}.metadata").unlink(
+                missing_ok=True)
+        else:
+            _remove_cached(path)
+        raise exc(f"{ref}: {msg} The download was deleted.")
+
+    actual = file_sha256(path)
+    if want_sha is None:
+        import hashlib
+
+        data_len = path.stat().st_size  # a small non-LFS file: the etag is its git blob sha1
+        h = hashlib.sha1(b"blob %d\0" % data_len)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if etag and h.hexdigest() != etag:
+            reject(f"{path_in_repo}: its git sha1 is {h.hexdigest()}, the Hub says {etag}.", ChecksumMismatchError)
+    elif actual != want_sha:
+        reject(f"{path_in_repo}: sha256 mismatch: got {actual}, the Hub's LFS metadata pins {want_sha}.",
+               ChecksumMismatchError)
+    if _is_torchscript_file(path):
+        reject(f"{path_in_repo} is a TorchScript archive (code); TorchScript is never taken from the Hub.")
+    if suffix == ".safetensors":
+        problem = _pal_metadata_problem(path)
+        if problem:
+            reject(f"{path_in_repo}: {problem}.")
+    record = {"repo": repo, "revision": hf["revision"] or "main", "commit": commit, "path": path_in_repo,
+              "sha256": actual, "size": path.stat().st_size, "file": str(path.resolve() if dest is None else path),
+              "recorded": _now(), "card": card}
+    lock_dir = dest if dest is not None else user_models_dir()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    _update_lock(lock_dir, "refs", ref, record)
+    if ref != f"hf:{repo}@{commit}/{path_in_repo}":
+        _update_lock(lock_dir, "refs", f"hf:{repo}@{commit}/{path_in_repo}", record)
+    if progress is not False:
+        _say(f"{ref}: pinned to commit {commit}, sha256 {actual} (recorded in {lock_dir / LOCK_NAME})")
+    return path
+
+
+# ------------------------------------------------------------------------------- download / verify
+def download(
+    name: str,
+    model_dirs: str | os.PathLike | list | tuple | None = None,
+    *,
+    token: str | bool | None = None,
+    progress: ProgressArg = None,
+    keep_source: bool = False,
+    trust_torchscript: bool = False,
+    torchscript: bool = False,
+    allow_pth: bool = False,
+    update: bool = False,
+    models_dir: str | Path | None = None,
+) -> Path:
+    """`pal models download`: a registry name or hf: reference into the first of `model_dirs` (else
+    the user models folder / Hub cache). A copy already in the Hub cache is copied, not downloaded."""
+    dirs = _as_dirs(model_dirs, models_dir)
+    hf = parse_hf_ref(name)
+    if hf is None and _BARE_REPO_RE.match(name) and _lookup(get_registry(), name) is None:
+        hf = parse_hf_ref("hf:" + name)
+    if hf is not None:
+        return _resolve_hf(hf, dirs, download=True, token=token, progress=progress, allow_pth=allow_pth, update=update)
+    registry = get_registry()
+    entry = _lookup(registry, name)
+    if entry is None:
+        raise UnknownModelError(f"{name!r} is not a registered model name; registered: {', '.join(sorted(registry))}"
+                                " (or use hf:owner/repo)")
+    if torchscript:
+        target = _where_to_put(entry, dirs[0] if dirs else None)
+        if target.is_file():
+            _check_lock(target, entry["name"])
+            return target
+        return _fetch_gdrive(entry, target.parent, progress=progress, keep_source=keep_source,
+                             trust_torchscript=trust_torchscript, torchscript=True)
+    path = _resolve_entry(entry, download=True, dirs=dirs, token=token, progress=progress, keep_source=keep_source,
+                          trust_torchscript=trust_torchscript)
+    if dirs and entry["source"] in ("hub", "gdrive"):
+        want = dirs[0] / entry["filename"]
+        if path != want:
+            want.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{want.name}.", suffix=".tmp", dir=want.parent)
+            os.close(fd)
+            try:
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, want)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            rec = read_lock(path.parent)["files"].get(path.name)
+            if rec:
+                _update_lock(want.parent, "files", want.name, dict(rec, copied_from=str(path), recorded=_now()))
+            path = want
+    return path
+
+
+def verify(model_dirs: str | os.PathLike | list | tuple | None = None) -> list[dict]:
+    """`pal models verify`: re-hash every file recorded in the lock files of `model_dirs` + the user
+    models folder. One row per record: {"dir", "key", "path", "ok", "problem"}."""
+    rows = []
+    for d in _search_dirs(_as_dirs(model_dirs)):
+        lock = read_lock(d)
+        for section in ("files", "refs"):
+            for key, rec in sorted(lock[section].items()):
+                path = d / key if section == "files" else Path(rec.get("file", ""))
+                if not path.is_file():
+                    ok, problem = False, "missing"
+                else:
+                    actual = file_sha256(path)
+                    ok = actual == rec.get("sha256")
+                    problem = None if ok else f"sha256 {actual}, recorded {rec.get('sha256')}"
+                rows.append({"dir": str(d), "key": key, "model": rec.get("model") or key, "path": str(path),
+                             "ok": ok, "problem": problem, "sha256": rec.get("sha256"),
+                             "original_sha256": rec.get("original_sha256")})
+    return rows
+
+
 # ------------------------------------------------------------------------------------ listing
-def _present_path(entry: dict, models_dir) -> Path | None:
+def _present_path(entry: dict, dirs: list[Path]) -> Path | None:
     """Cheap presence check (exists, size matches when pinned); no hashing."""
-    if entry["source"] != "hub":
+    if entry["source"] in ("bundled", "local"):
         p = Path(entry["path"]).expanduser()
         p = PACKAGE_MODELS_DIR / p if entry["source"] == "bundled" else p
         return p if p.is_file() else None
     size = entry.get("size")
-    candidates = [d / entry["filename"] for d in _local_dirs(models_dir)]
-    primary, others = _cache_candidates(entry)
-    candidates += ([primary] if primary else []) + (others if entry["sha256"] else [])
+    candidates = [d / entry["filename"] for d in _search_dirs(dirs)]
+    if entry.get("repo_id"):
+        primary, others = _cache_candidates(entry)
+        candidates += ([primary] if primary else []) + (others if entry["sha256"] else [])
     for p in candidates:
         if p.is_file() and (size is None or p.stat().st_size == size):
             return p
@@ -684,259 +989,94 @@ def _present_path(entry: dict, models_dir) -> Path | None:
 
 
 def list_models(model_dirs: str | os.PathLike | list | tuple | None = None, *,
-                models_dir: str | Path | None = None) -> list[dict]:
-    """One dict per registered model: name, source, size, present, path (where it is, or where it
-    would go), repo_id, revision, filename, sha256, published, architecture, license, description."""
+                models_dir: str | Path | None = None, include_user_registry: bool = True) -> list[dict]:
+    """One dict per registered model, then per Hub reference already downloaded (from the lock files):
+    name, source, size, present, path (where it is, or where it would go), license, license_notice,
+    description, file_id / repo_id / revision / filename / sha256, published, architecture."""
     dirs = _as_dirs(model_dirs, models_dir)
-    models_dir = dirs[0] if dirs else None
     rows = []
-    for name, entry in get_registry().items():
-        found = _present_path(entry, models_dir)
+    for name, entry in get_registry(include_user=include_user_registry).items():
+        found = _present_path(entry, dirs)
         if found is not None:
             path = found
-        elif entry["source"] == "hub":
-            path = _where_to_put(entry, models_dir)  # where a user would put it by hand
+        elif entry["source"] in ("hub", "gdrive"):
+            path = _where_to_put(entry, dirs[0] if dirs else None)
         else:
             path = Path(entry["path"]).expanduser()
             path = PACKAGE_MODELS_DIR / path if entry["source"] == "bundled" else path
+        size = entry["size"] if entry["size"] is not None else (found.stat().st_size if found else
+                                                                 entry.get("size_approx"))
         rows.append({
-            "name": name, "source": entry["source"],
-            "size": entry["size"] if entry["size"] is not None else (found.stat().st_size if found else None),
-            "present": found is not None, "path": str(path),
-            "repo_id": entry.get("repo_id"), "revision": entry.get("revision"), "filename": entry.get("filename"),
-            "sha256": entry["sha256"], "published": bool(entry.get("published")),
-            "architecture": entry.get("architecture"), "license": entry.get("license"),
+            "name": name, "source": entry["source"], "size": size, "present": found is not None, "path": str(path),
+            "file_id": entry.get("file_id"), "repo_id": entry.get("repo_id"), "revision": entry.get("revision"),
+            "filename": entry.get("filename"), "sha256": entry["sha256"], "published": bool(entry.get("published")),
+            "architecture": entry.get("architecture") or entry.get("preset"), "license": entry.get("license"),
+            "license_notice": entry.get("license_notice"), "homepage": entry.get("homepage"),
             "description": entry.get("description"), "overridden": entry["overridden"],
         })
-    return rows
-
-
-# ----------------------------------------------------------------------------- model card/push
-def _inspect_checkpoint(path: Path) -> dict:
-    """Metadata (format/config/provenance) and tensor statistics of a safetensors checkpoint,
-    read from the header only."""
-    if not path.is_file():
-        raise HubPushError(f"{path}: no such checkpoint file")
-    if path.suffix != ".safetensors":
-        raise HubPushError(f"{path}: only .safetensors checkpoints are published; convert it first with "
-                           f"`pal convert {path.name} {path.stem}.safetensors`")
-    try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
-            meta = dict(f.metadata() or {})
-            params, dtypes, count = 0, {}, 0
-            for key in f.keys():
-                sl = f.get_slice(key)
-                n = 1
-                for d in sl.get_shape():
-                    n *= int(d)
-                params += n
-                count += 1
-                dt = str(sl.get_dtype())
-                dtypes[dt] = dtypes.get(dt, 0) + n
-    except HubPushError:
-        raise
-    except Exception as e:  # safetensors raises its own error type for a bad header
-        raise HubPushError(f"{path}: not a readable safetensors file ({e})") from e
-
-    def parse(key: str):
-        text = meta.get(key)
-        if not text:
-            return None
+    seen = set()
+    for d in _search_dirs(dirs):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-
-    return {"format": meta.get("format"), "config": parse("config"), "provenance": parse("provenance") or {},
-            "params": params, "tensors": count, "dtypes": dtypes}
-
-
-def _yaml_scalar(value) -> str:
-    return json.dumps(value)  # a JSON string is a valid quoted YAML scalar
-
-
-def _describe_config(config: dict) -> list[tuple[str, str]]:
-    rows = []
-    bb = config.get("backbone") or {}
-    if bb:
-        keys = ("model_name", "embed_dims", "depths", "channels", "num_heads", "window_size", "pretrain_img_size")
-        bits = [f"{k}={json.dumps(bb[k])}" for k in keys if k in bb]
-        rows.append(("backbone", f"{bb.get('type', '?')} ({', '.join(bits)})" if bits else str(bb.get("type"))))
-    head = config.get("decode_head") or {}
-    if head:
-        rows.append(("decode head", f"{head.get('type', '?')} (channels={head.get('channels')}, "
-                                    f"num_classes={head.get('num_classes')})"))
-    aux = config.get("auxiliary_head")
-    rows.append(("auxiliary head", f"{aux.get('type', '?')}" if isinstance(aux, dict) else "none"))
-    pre = config.get("preprocess") or {}
-    if pre:
-        size = pre.get("size")
-        rows.append(("input", f"{'x'.join(map(str, size)) if size else '?'} RGB, {pre.get('resize', '?')} resize, "
-                              f"mean {pre.get('mean')}, std {pre.get('std')} (0..255 scale)"))
-    if config.get("classes"):
-        rows.append(("classes", ", ".join(map(str, config["classes"]))))
+            refs = read_lock(d)["refs"]
+        except RegistryError:
+            continue
+        for ref, rec in sorted(refs.items()):
+            if ref in seen or Path(rec.get("file", "")).suffix == "" or not Path(rec["file"]).is_file():
+                continue
+            if re.search(r"@[0-9a-f]{40}/", ref) and any(r != ref and v.get("file") == rec["file"]
+                                                           for r, v in refs.items()):
+                continue  # the commit-pinned alias of a reference the user typed
+            seen.add(ref)
+            rows.append({"name": ref, "source": "hf", "size": rec.get("size"), "present": True, "path": rec["file"],
+                         "file_id": None, "repo_id": rec.get("repo"), "revision": rec.get("commit"),
+                         "filename": rec.get("path"), "sha256": rec.get("sha256"), "published": True,
+                         "architecture": None, "license": None, "license_notice": None, "homepage": None,
+                         "description": f"Hub model {rec.get('repo')} pinned to {rec.get('commit', '')[:12]}",
+                         "overridden": []})
     return rows
 
 
-def make_model_card(
-    ckpt_path: str | Path,
-    repo_id: str | None = None,
+# ------------------------------------------------------------------------------ detector cache
+# (real path, mtime, size, device, dtype, trust) -> Detector. Small: each entry holds a whole network.
+_DETECTORS: OrderedDict[tuple, Any] = OrderedDict()
+_DETECTORS_MAX = 2
+_DETECTORS_LOCK = threading.Lock()
+
+
+def load_cached(
+    ref: str | os.PathLike | None,
     *,
-    filename: str | None = None,
-    name: str | None = None,
-    description: str | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    license: str | None = None,
-    tags: list[str] | None = None,
-) -> str:
-    """A Hub README.md (YAML front matter + Markdown) generated from the checkpoint's safetensors
-    metadata ("format", "config", "provenance"), its sha256/size and optional `metrics`
-    ({name: value} or {split: {name: value}}). Training's export may pass its own metrics/description."""
-    path = Path(ckpt_path).expanduser()
-    info = _inspect_checkpoint(path)
-    config = info["config"] if isinstance(info["config"], dict) else {}
-    prov = info["provenance"] if isinstance(info["provenance"], dict) else {"provenance": info["provenance"]}
-    filename = filename or path.name
-    name = name or (repo_id.split("/")[-1] if repo_id else path.stem)
-    sha, size = file_sha256(path), path.stat().st_size
-    license = license or prov.get("license") or "other"
-    all_tags = ["comfyui-pal", "pal4vst", "perceptual-artifacts", "artifact-detection", "image-segmentation",
-                "safetensors"] + [t for t in (tags or []) if t]
-    front = ["---", f"license: {_yaml_scalar(license)}", "library_name: comfyui-pal",
-             "pipeline_tag: image-segmentation", "tags:"] + [f"- {_yaml_scalar(t)}" for t in dict.fromkeys(all_tags)]
-    if license == "other":
-        front.append('license_name: "see-model-card"')
-    front.append("---")
+    device=None,
+    dtype=None,
+    model_dirs: str | os.PathLike | list | tuple | None = None,
+    download: bool = False,
+    trust_torchscript: bool = False,
+    progress: ProgressArg = None,
+):
+    """`resolve(ref)` then a Detector from a small process-wide LRU keyed on the resolved file
+    (path, mtime, size) + device + dtype + trust flag: hosts share one loaded network per key.
+    `ref=None` is the bundled default model."""
+    from .detector import DEFAULT_MODEL, _as_dtype, auto_device, load_detector
 
-    lines = front + ["", f"# {name}", ""]
-    lines.append(description or prov.get("description") or (
-        "Perceptual-artifact segmentation model in the PAL4VST format (Zhang et al., ICCV 2023): it predicts, "
-        "per pixel, where a generated or edited image shows visible artifacts. Packaged for "
-        "[comfyui-pal](https://github.com/comfyui-pal/comfyui-pal) (ComfyUI, AUTOMATIC1111, Python, CLI)."))
-    dtype_text = ", ".join(f"{k} ({v:,} values)" for k, v in sorted(info["dtypes"].items())) or "?"
-    lines += ["", "## Model", "", "| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in _describe_config(config)]
-    lines += [f"| parameters | {info['params']:,} in {info['tensors']} tensors |", f"| dtype | {dtype_text} |",
-              f"| format | {info['format'] or 'unknown (no comfyui-pal metadata)'} |"]
-    lines += ["", "## File", "", "| file | size | sha256 |", "|---|---|---|",
-              f"| `{filename}` | {size:,} bytes | `{sha}` |"]
-    if metrics:
-        lines += ["", "## Evaluation", ""]
-        flat = {k: v for k, v in metrics.items() if not isinstance(v, Mapping)}
-        nested = {k: v for k, v in metrics.items() if isinstance(v, Mapping)}
-        if flat:
-            lines += ["| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in flat.items()]
-        for split, values in nested.items():
-            lines += ["", f"**{split}**", "", "| metric | value |", "|---|---|"]
-            lines += [f"| {k} | {_fmt(v)} |" for k, v in values.items()]
-    if prov:
-        lines += ["", "## Provenance", "", "| key | value |", "|---|---|"]
-        for k, v in prov.items():
-            text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-            lines.append(f"| {k} | {str(text).replace('|', '/')} |")
-    repo_hint = repo_id or "<repo-id>"
-    size_cfg = (config.get("preprocess") or {}).get("size")
-    work_size = "x".join(map(str, size_cfg)) if size_cfg else "the working size"
-    lines += [
-        "", "## Usage", "",
-        "```python",
-        "from huggingface_hub import hf_hub_download",
-        "from comfyui_pal.models import load_detector",
-        "",
-        f'path = hf_hub_download("{repo_hint}", "{filename}")',
-        "det = load_detector(path)",
-        'd = det.detect("image.png")   # d.prob, d.mask(0.5), d.par',
-        "```",
-        "",
-        "In ComfyUI or AUTOMATIC1111 put the file in `models/pal/`. Register it by name for "
-        "`pal models download` in `~/.config/comfyui-pal/registry.json`:",
-        "",
-        "```json",
-        json.dumps({"models": {name: {"repo_id": repo_hint, "filename": filename, "sha256": sha, "size": size}}},
-                   indent=2),
-        "```",
-        "", "## Limitations", "",
-        "The network only marks where artifacts are likely; it does not judge overall quality. It sees "
-        f"every image resized to {work_size}, so very small defects in large images can be missed "
-        "(crop or zoom in first). Check the provenance above for the training data.",
-        "", "## Citation", "",
-        "```bibtex",
-        "@inproceedings{zhang2023perceptual,",
-        "  title     = {Perceptual Artifacts Localization for Image Synthesis Tasks},",
-        "  author    = {Zhang, Lingzhi and Xu, Zhengjie and Barnes, Connelly and Zhou, Yuqian and Liu, Qing and",
-        "               Zhang, He and Amirghodsi, Sohrab and Lin, Zhe and Shechtman, Eli and Shi, Jianbo},",
-        "  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},",
-        "  year      = {2023}",
-        "}",
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
+    path = resolve(DEFAULT_MODEL if ref is None else ref, model_dirs=model_dirs, download=download,
+                   progress=progress)
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    dev = str(device) if device is not None else str(auto_device())
+    key = (real, st.st_mtime_ns, st.st_size, dev, str(_as_dtype(dtype)), bool(trust_torchscript))
+    with _DETECTORS_LOCK:
+        det = _DETECTORS.get(key)
+        if det is not None:
+            _DETECTORS.move_to_end(key)
+            return det
+        while len(_DETECTORS) >= _DETECTORS_MAX:  # free the least recently used network first
+            _DETECTORS.popitem(last=False)
+        det = load_detector(path, device=dev, dtype=dtype, trust_torchscript=trust_torchscript)
+        _DETECTORS[key] = det
+        return det
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def push(
-    ckpt_path: str | Path,
-    repo_id: str,
-    private: bool = False,
-    token: str | None = None,
-    model_card: str | os.PathLike | None = None,
-    *,
-    path_in_repo: str | None = None,
-    revision: str | None = None,
-    commit_message: str | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    endpoint: str | None = None,
-) -> dict:
-    """Upload a safetensors checkpoint and its model card (README.md) to a Hub model repo in one
-    commit, creating the repo if needed. `model_card`: Markdown text, a path to a file, or None
-    (generated by make_model_card). Returns the commit and a ready-to-paste registry entry."""
-    ckpt = Path(ckpt_path).expanduser()
-    info = _inspect_checkpoint(ckpt)
-    if not isinstance(info["config"], dict):
-        raise HubPushError(
-            f"{ckpt}: has no comfyui-pal 'config' metadata, so loaders could not build the network from it; "
-            "export it with comfyui_pal.models.save_safetensors or `pal convert`")
-    if model_card is None:
-        card = make_model_card(ckpt, repo_id=repo_id, filename=path_in_repo, metrics=metrics)
-    elif isinstance(model_card, os.PathLike) or ("\n" not in str(model_card) and Path(str(model_card)).is_file()):
-        card = Path(model_card).read_text(encoding="utf-8")
-    else:
-        card = str(model_card)
-    filename = path_in_repo or ckpt.name
-    sha, size = file_sha256(ckpt), ckpt.stat().st_size
-    try:
-        from huggingface_hub import CommitOperationAdd, HfApi
-    except ImportError:
-        raise HubPushError("pushing needs the huggingface_hub package (pip install huggingface_hub)") from None
-    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
-    try:
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.create_commit(
-            repo_id,
-            operations=[CommitOperationAdd(path_in_repo=filename, path_or_fileobj=str(ckpt)),
-                        CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8"))],
-            commit_message=commit_message or f"Upload {filename} with comfyui-pal",
-            revision=revision, repo_type="model")
-    except Exception as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        if status in (401, 403):
-            raise HubPushError(
-                f"the Hub refused the upload to {repo_id} (HTTP {status}): log in with `hf auth login`, set "
-                "HF_TOKEN or pass --token, with write access to that namespace") from e
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HubPushError(f"upload of {ckpt} to {repo_id} failed: {type(e).__name__}: {first}") from e
-    oid = getattr(commit, "oid", None)
-    return {
-        "repo_id": repo_id, "filename": filename, "revision": oid, "sha256": sha, "size": size,
-        "private": bool(private), "repo_url": str(repo_url), "commit_url": getattr(commit, "commit_url", None),
-        "registry_entry": {"repo_id": repo_id, "filename": filename, "revision": oid, "sha256": sha, "size": size},
-    }
+def clear_cache() -> None:
+    """Drop every cached Detector (e.g. when a host unloads models)."""
+    with _DETECTORS_LOCK:
+        _DETECTORS.clear()

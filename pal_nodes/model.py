@@ -13,7 +13,6 @@ DEVICE_CHOICES = ["auto", "cpu"]
 DTYPE_CHOICES = ["auto", "fp32", "fp16", "bf16"]
 
 
-
 def model_dirs() -> list[str]:
     """ComfyUI's `models/pal` folders (first = where downloads go); empty outside ComfyUI."""
     dirs = list(host.register_model_folder()) if host.in_comfy() else []
@@ -24,26 +23,62 @@ def model_dirs() -> list[str]:
 
 
 def available_models() -> list[str]:
-    """Files in models/pal, then every registered model (file-system checks only, no network).
-    A broken registry is an error here, so the dropdown never hides it behind a fallback."""
+    """Files in models/pal, then every registered model and every Hub model already downloaded
+    (file-system checks only, no network). A broken built-in registry raises; a broken user
+    registry file is logged and skipped here (the loader reports it when it runs)."""
     from ..models import list_models
+    from ..models.registry import RegistryError
 
     names = list(host.list_local_models())
-    for row in list_models(model_dirs=model_dirs()):
+    try:
+        rows = list_models(model_dirs=model_dirs())
+    except RegistryError as e:
+        log.warning("PAL: %s (listing the built-in models only)", e)
+        rows = list_models(model_dirs=model_dirs(), include_user_registry=False)
+    for row in rows:
         if row["name"] not in names:
             names.append(row["name"])
     return names
 
 
-def resolve_model(name: str, progress=None) -> str:
-    """A models/pal file name, a path or a registry name -> a checkpoint path (downloads at
-    execution time only: this is called from the loader's FUNCTION, never from INPUT_TYPES)."""
+def _progress_callback():
+    """Bytes downloaded -> a ComfyUI progress bar (created on the first report, when the total is known)."""
+    state = {}
+
+    def update(done, total):
+        bar = state.get("bar")
+        if bar is None:
+            bar = state["bar"] = host.progress_bar(total or max(done, 1))
+        bar.update_absolute(done, total)
+
+    return update
+
+
+def resolve_model(name: str, hub_id: str = "") -> str:
+    """A models/pal file name, a path, a registry name or a Hub reference -> a checkpoint path.
+    Downloads happen here, at execution (the loader's FUNCTION), never in INPUT_TYPES."""
     from ..models import resolve
 
+    ref = (hub_id or "").strip()
+    if ref:  # a Hub input: "owner/repo" means hf:owner/repo
+        ref = ref if ref.startswith(("hf:", "hf-hub:")) else "hf:" + ref
+        return str(resolve(ref, model_dirs=model_dirs(), download=True, progress=_progress_callback()))
     local = host.local_model_path(name)
     if local:
         return local
-    return str(resolve(name, model_dirs=model_dirs(), download=True, progress=progress))
+    return str(resolve(name, model_dirs=model_dirs(), download=True, progress=_progress_callback()))
+
+
+LOADER_TOOLTIP = (
+    "Checkpoint in models/pal, or a registered model. 'pal4vst-unified' is the official PAL4VST detector: "
+    "selecting it downloads the authors' file from Google Drive once at run time (about 490 MB), verifies "
+    "it, converts it to models/pal/pal4vst-unified-swin-b-w12.safetensors and uses it from then on. "
+    "Licence: research weights by the PAL4VST authors, no licence given: check with them before commercial "
+    "use. 'pal-starter' is bundled (small, offline, much weaker).")
+HUB_ID_TOOLTIP = (
+    "Optional Hugging Face model, used instead of the dropdown when filled: hf:owner/repo[@revision]"
+    "[/file.safetensors] (or owner/repo). Downloaded into models/pal at run time, pinned to a commit and "
+    "sha256-verified; safetensors only.")
 
 
 def _move(det, device) -> None:
@@ -128,10 +163,11 @@ class PalModel:
 
 
 def load(name: str, device_choice: str = "auto", dtype_choice: str = "auto",
-         offload: bool = True) -> PalModel:
+         offload: bool = True, hub_id: str = "") -> PalModel:
     from ..models import load_cached
 
-    path = resolve_model(name)
+    path = resolve_model(name, hub_id)
+    name = (hub_id or "").strip() or name
     device = host.torch_device(device_choice)
     dtype = host.pick_dtype(dtype_choice, device)
     # Load on the offload device; prob_maps moves it to `device` only while running.

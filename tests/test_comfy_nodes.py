@@ -57,9 +57,17 @@ def test_loader_caches_per_instance_and_module(fixtures_dir):
     assert c.dtype == torch.float32 and str(c.device) == "cpu"
 
 
-def test_loader_lists_registry_names_without_comfy():
+def test_loader_lists_registry_names_without_comfy(monkeypatch, tmp_path):
+    from comfyui_pal.models import hub, list_models, registry
+
     names = NODES["PALModelLoader"].INPUT_TYPES()["required"]["model_name"][0]
-    assert "pal-starter" in names
+    assert names == [r["name"] for r in list_models()] and "pal-starter" in names
+    # no fallback hides a broken registry: the names come from it, or the listing fails loudly
+    bad = tmp_path / "registry.json"
+    bad.write_text('{"models": {"pal-starter": {"source": "bundled"}}}')
+    monkeypatch.setattr(registry, "BUILTIN_REGISTRY", bad)
+    with pytest.raises(hub.RegistryError, match="needs a 'path'"):
+        NODES["PALModelLoader"].INPUT_TYPES()
 
 
 def test_loader_unknown_name_raises_clear_error():

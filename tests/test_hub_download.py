@@ -193,6 +193,6 @@ def test_cli_download_path_list_in_a_fresh_process(fake, tmp_path):
     assert out.returncode == 0 and out.stdout.strip() == row["path"]
     out = subprocess.run(run + ["models", "path", "pal4vst-shadow"], env=env, capture_output=True, text=True,
                          timeout=60)
-    assert out.returncode == 1 and "not published" in out.stderr
+    assert out.returncode == 1 and "pal models download pal4vst-shadow" in out.stderr
     rows = {r["name"]: r for r in hub.list_models()}  # same cache, seen from this process
     assert rows["tiny"]["present"] is True and rows["tiny"]["path"] == row["path"]

@@ -64,7 +64,12 @@ def test_model_card_from_checkpoint_metadata(tmp_path):
     assert "F16" in body and "F32" in body
     assert hub.file_sha256(ckpt) in body and "| mIoU | 0.6123 |" in body
     assert "pal train --preset tiny" in body and "Perceptual Artifacts Localization" in body
-    assert '"repo_id": "me/pal-tiny"' in body  # ready-to-paste registry entry
+    assert "pal models download hf:me/pal-tiny" in body and 'load_detector("hf:me/pal-tiny")' in body
+    # the machine-readable block that `pal models download hf:...` reads back
+    block = hub.read_card_metadata(card)
+    assert block["filename"] == "pal-tiny.safetensors" and block["sha256"] == hub.file_sha256(ckpt)
+    assert block["size"] == ckpt.stat().st_size and block["format"] == "comfyui-pal/1"
+    assert block["architecture"]["backbone"] == "SwinTransformer"
 
 
 def test_push_refuses_what_loaders_could_not_use(tmp_path):

@@ -33,21 +33,29 @@ def env(monkeypatch, tmp_path):
 ROOT = Path(__file__).resolve().parents[1]
 
 
+OFFICIAL = {  # from the PAL4VST README (HEAD 5c26fea): .pth id, TorchScript id
+    "pal4vst-unified": ("1414RYir0Q58Ix2CKrZoDmA5iilx8Gopb", "1bGjEKquWa4cZJ6v52NoRfViwKK15U7vd"),
+    "pal4vst-stylegan2": ("1sHWQLwpt1eM36ttjdIdXLQIuLYftJoWR", "1FYId9CSmP0rEE1c-2E7aGaPD0WuRdX6o"),
+    "pal4vst-shadow": ("1AOuSwSFwN5X1u6SYni8KehhjFquBpJ6Q", "1omx3lhYNRjJiPY49HoknVUwiy-J0uxcr"),
+}
+
+
 def test_builtin_registry_entries_are_complete(env):
     reg = hub.get_registry()
-    assert {"pal-starter", "pal4vst-unified", "pal4vst-stylegan2", "pal4vst-shadow"} <= set(reg)
+    assert set(OFFICIAL) | {"pal-starter"} <= set(reg)
     assert reg["pal-starter"]["source"] == "bundled"
     assert reg["pal-starter"]["path"] == "weights/pal-starter.safetensors"
-    for name in ("pal4vst-unified", "pal4vst-stylegan2", "pal4vst-shadow"):
+    for name, (pth_id, ts_id) in OFFICIAL.items():
         e = reg[name]
-        assert e["source"] == "hub" and "/" in e["repo_id"] and e["filename"].endswith(".safetensors")
-        for key in ("revision", "sha256", "size", "license", "description", "architecture"):
-            assert key in e, (name, key)
-        if e["published"]:  # a published entry pins a commit, the bytes and the size
-            assert len(e["revision"]) == 40 and len(e["sha256"]) == 64 and e["size"] > 0
-        else:
-            assert e["sha256"] is None and "NOT UPLOADED" in e["description"]
-    filenames = [e["filename"] for e in reg.values() if e["source"] == "hub"]
+        assert e["source"] == "gdrive" and e["file_id"] == pth_id and e["torchscript_file_id"] == ts_id
+        assert e["format"] == "mmseg-pth" and e["preset"] == "pal4vst-swin-b-w12"
+        assert e["filename"].endswith(".safetensors") and e["size_approx"] > 400_000_000
+        assert "no licence" in e["license_notice"] and "commercial" in e["license_notice"]
+        for key in ("original_name", "homepage", "license", "description", "architecture"):
+            assert e.get(key), (name, key)
+        assert not e["hub_copy"]  # no Hub copy is published yet; when one is (repo_id + sha256), it wins
+    assert "1alICAkY8sjr-gwWknAEQjIKDkdPUPyKd" not in hub.BUILTIN_REGISTRY.read_text()  # the README's dead link
+    filenames = [e["filename"] for e in reg.values() if e["source"] in ("hub", "gdrive")]
     assert len(filenames) == len(set(filenames))
 
 
@@ -126,14 +134,14 @@ def test_pal_starter_missing_then_present(env, monkeypatch, tmp_path):
     assert hub.resolve("PAL-Starter") == expected  # names are case-insensitive
 
 
-def test_unpublished_entry_is_never_downloaded_and_says_where_to_put_it(env, tmp_path):
+def test_official_entry_without_download_says_what_to_run_and_where(env, tmp_path):
     host_dir = tmp_path / "ComfyUI" / "models" / "pal"
     with pytest.raises(hub.ModelNotAvailableError) as ei:
         hub.resolve("pal4vst-unified", models_dir=host_dir)
     msg = str(ei.value)
-    assert "not published" in msg and str(host_dir / "pal4vst-unified-swin-b-w12.safetensors") in msg
-    assert "PAL_HUB_SHA256_PAL4VST_UNIFIED" in msg and "pal convert" in msg
-    # a file the user converted and put there is used (nothing to verify against yet)
+    assert "pal models download pal4vst-unified" in msg and str(host_dir / "pal4vst-unified-swin-b-w12.safetensors") in msg
+    assert "pal convert best_mIoU_iter_7200.pth" in msg and "1414RYir0Q58Ix2CKrZoDmA5iilx8Gopb" in msg
+    # a file the user converted and put there is used (nothing recorded to verify against)
     host_dir.mkdir(parents=True)
     (host_dir / "pal4vst-unified-swin-b-w12.safetensors").write_bytes(b"converted")
     assert hub.resolve("pal4vst-unified", models_dir=host_dir) == host_dir / "pal4vst-unified-swin-b-w12.safetensors"
