@@ -83,7 +83,7 @@ def node_specs() -> dict:
     return specs
 
 
-LOADER = ("PALModelLoader", {"model_name": "pal-starter", "device": "auto", "precision": "auto"})
+LOADER = ("PALModelLoader", {"model_name": "pal-starter", "device": "auto", "precision": "auto", "hub_id": ""})
 CROP_OPTS = {"zoom": 1.5, "size": 0, "min_area": 16, "max_regions": 8, "dilation": -1, "feather": -1}
 
 

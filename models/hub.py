@@ -883,7 +883,7 @@ def _download_hf(hf: dict, dest: Path | None, *, token, progress: ProgressArg, a
         if problem:
             reject(f"{path_in_repo}: {problem}.")
     record = {"repo": repo, "revision": hf["revision"] or "main", "commit": commit, "path": path_in_repo,
-              "sha256": actual, "size": path.stat().st_size, "file": str(path.resolve() if dest is None else path),
+              "sha256": actual, "size": path.stat().st_size, "file": str(path),  # the snapshot link keeps the suffix
               "recorded": _now(), "card": card}
     lock_dir = dest if dest is not None else user_models_dir()
     lock_dir.mkdir(parents=True, exist_ok=True)

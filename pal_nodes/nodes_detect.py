@@ -23,9 +23,10 @@ def _fmt_pars(pars, prefix="PAR") -> str:
 
 
 class PALModelLoader:
-    DESCRIPTION = ("Loads a PAL4VST artifact detector from models/pal (any .safetensors/.pth/.pt) or by "
-                   "registry name (downloaded into models/pal on first use). Cached between runs; the "
-                   "network sits on the offload device until a PAL node needs it.")
+    DESCRIPTION = ("Loads a PAL4VST artifact detector from models/pal (any .safetensors/.pth/.pt), by "
+                   "registry name (pal4vst-unified = the official weights, downloaded into models/pal on first "
+                   "use) or from a Hugging Face repo (hub_id). Cached between runs; the network sits on the "
+                   "offload device until a PAL node needs it.")
     CATEGORY = f"{CATEGORY}/loaders"
     FUNCTION = "load"
     RETURN_TYPES = ("PAL_MODEL",)
@@ -34,11 +35,10 @@ class PALModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from .model import DEVICE_CHOICES, DTYPE_CHOICES, available_models
+        from .model import DEVICE_CHOICES, DTYPE_CHOICES, HUB_ID_TOOLTIP, LOADER_TOOLTIP, available_models
 
         names = available_models()
-        opts = {"tooltip": "Checkpoint in models/pal, or a registry name (downloaded on first use; "
-                           "'pal-starter' is bundled with the pack)."}
+        opts = {"tooltip": LOADER_TOOLTIP}
         if "pal-starter" in names:
             opts["default"] = "pal-starter"
         return {
@@ -48,19 +48,22 @@ class PALModelLoader:
                                             "(honours --cpu); cpu forces the CPU."}),
                 "precision": (DTYPE_CHOICES, {"default": "auto", "tooltip": "auto = fp16 where ComfyUI "
                                               "considers it fast, else fp32 (always fp32 on CPU)."}),
-            }
+            },
+            "optional": {
+                "hub_id": ("STRING", {"default": "", "multiline": False, "tooltip": HUB_ID_TOOLTIP}),
+            },
         }
 
     def __init__(self):
         self._last = None  # (args, PalModel): one node instance per node id in ComfyUI
 
-    def load(self, model_name, device="auto", precision="auto"):
+    def load(self, model_name, device="auto", precision="auto", hub_id=""):
         from .model import load
 
-        args = (model_name, device, precision)
+        args = (model_name, device, precision, hub_id)
         if self._last is not None and self._last[0] == args:
             return (self._last[1],)
-        pm = load(model_name, device, precision)
+        pm = load(model_name, device, precision, hub_id=hub_id)
         self._last = (args, pm)
         return (pm,)
 

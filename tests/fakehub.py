@@ -1,10 +1,11 @@
 """A loopback fake of the Hugging Face Hub for the hub tests (no network beyond 127.0.0.1).
 
-Speaks the parts of the Hub protocol that huggingface_hub's `hf_hub_download`, `create_repo` and
-`create_commit` use (see shared/docs/offline_and_hub_reference.md): HEAD/GET on
+Speaks the parts of the Hub protocol that huggingface_hub's `hf_hub_download`, `model_info`,
+`get_hf_file_metadata`, `create_repo` and `create_commit` use (as documented for huggingface_hub
+2.4.0's file_download.py / hf_api.py; the project keeps no copy of that protocol text): HEAD/GET on
 /{repo}/resolve/{rev}/{path} with X-Repo-Commit, ETag/X-Linked-Etag, X-Linked-Size, Range,
 X-Error-Code errors and an optional 302 to a second "CDN" server (another origin); the
-/api/agent-harnesses probe; /api/repos/create, /preupload/, /commit/ (regular upload mode) and
+/api/agent-harnesses probe; /api/models/{repo}/revision/{rev} (model_info: sha + siblings); /api/repos/create, /preupload/, /commit/ (regular upload mode) and
 /api/validate-yaml. Every request is recorded in `hub.requests`.
 """
 
@@ -230,9 +231,23 @@ def _make_handler(hub: FakeHub, role: str):
             if path == "/api/agent-harnesses":
                 return self._json(200, {"standardEnvVars": [], "harnesses": {}})
             parts = [unquote(p) for p in path.strip("/").split("/")]
+            if len(parts) >= 6 and parts[:2] == ["api", "models"] and parts[4] == "revision":
+                return self._model_info(f"{parts[2]}/{parts[3]}", "/".join(parts[5:]), head_only)
             if len(parts) >= 5 and parts[2] == "resolve":
                 return self._resolve(f"{parts[0]}/{parts[1]}", parts[3], "/".join(parts[4:]), head_only)
             return self._error(404, "RepoNotFound", "not found", head_only=head_only)
+
+        def _model_info(self, repo_id: str, revision: str, head_only: bool):
+            repo = hub.repos.get(repo_id)
+            if repo is None or (repo.private and not self.headers.get("Authorization")):
+                return self._error(404, "RepoNotFound", "Repository not found", head_only=head_only)
+            commit = repo.branches.get(revision, revision if revision in repo.commits else None)
+            if commit is None:
+                return self._error(404, "RevisionNotFound", "Invalid rev id: " + revision, head_only=head_only)
+            files = repo.commits[commit]
+            return self._json(200, {"id": repo_id, "modelId": repo_id, "sha": commit, "private": repo.private,
+                                    "gated": "auto" if repo.gated else False,
+                                    "siblings": [{"rfilename": p} for p in sorted(files)]})
 
         def _resolve(self, repo_id: str, revision: str, filename: str, head_only: bool):
             repo = hub.repos.get(repo_id)
