@@ -26,7 +26,7 @@ DEFAULT_MODEL = "pal-starter"
 
 
 def default_model_path() -> Path:
-    """The bundled starter checkpoint (trained on synthetic artifacts; see models/weights/README.md)."""
+    """The bundled starter checkpoint (trained on synthetic artifacts; model card models/weights/pal-starter.md)."""
     return _WEIGHTS_DIR / "pal-starter.safetensors"
 
 
@@ -286,8 +286,7 @@ def _ndarray_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
 
 
 def resolve_source(source: str | os.PathLike | None, download: bool = True) -> Path:
-    """A path, a registry name, or None (the bundled default) -> a local checkpoint path.
-    Kept for training/benchmarks; the one implementation is `models.hub.resolve`."""
+    """Kept for training/benchmarks: `models.resolve` with None meaning the bundled default."""
     from .hub import resolve
 
     return resolve(DEFAULT_MODEL if source is None else source, download=download)
@@ -300,8 +299,9 @@ def load_detector(source: str | os.PathLike | None = None, device=None, dtype=No
     registry name into a ready-to-use `Detector` on `device` (auto: cuda, mps, cpu).
     A registry name that is not present is downloaded unless `download=False`."""
     from .checkpoint import build_from_checkpoint, load_checkpoint
+    from .hub import resolve
 
-    path = resolve_source(source, download=download)
+    path = resolve(DEFAULT_MODEL if source is None else source, download=download)
     sd, config, prov = load_checkpoint(path, trust_torchscript=trust_torchscript)
     if input_size != "config":
         config = dict(config, preprocess=dict(config.get("preprocess", {}),
