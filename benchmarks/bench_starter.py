@@ -11,6 +11,8 @@
     python benchmarks/bench_starter.py fewshot --data /work/data/synth-fewshot \
         --test /work/data/synth-heldout --type checkerboard --iters 300 --work-dir /tmp/fewshot
 
+    python benchmarks/bench_starter.py bf16-curve --data D --model-config C --iters 200   # bf16 vs fp32 loss
+
 Data sets come from `pal synth` (see models/weights/pal-starter.command.sh for the seeds).
 """
 
@@ -112,9 +114,37 @@ def fewshot(model: str | None, data: str, test: str, type_: str, iters: int, wor
             "after": {"aIoU_type": a.get("aIoU"), **_short(after)}}
 
 
+def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads: int, crop: int, batch: int,
+               backbone_weights: str | None, split: str) -> dict:
+    """Train the same model from the same init on the same batches with --amp off and bf16;
+    report both loss curves (means over 25-iteration windows) and their largest relative gap."""
+    from comfyui_pal.training.loop import TrainConfig, train
+
+    curves, secs = {}, {}
+    for amp in ("off", "bf16"):
+        cfg = TrainConfig(data=data, work_dir=f"{work_dir}/{amp}", model=model_config, max_iters=iters,
+                          batch_size=batch, crop_size=crop, scale=crop * 2, ratio_range=(0.5, 1.0), lr=4e-4,
+                          head_lr_mult=5, warmup_iters=20, poly_end=iters, class_weight=(1.0, 2.0),
+                          amp=amp, num_workers=0, val_interval=0, checkpoint_interval=iters, log_interval=25,
+                          threads=threads, cache_images=True, train_split=split, freeze="backbone_bn",
+                          backbone_weights=backbone_weights)
+        t = time.time()
+        res = train(cfg, log=lambda m: None)
+        secs[amp] = round(time.time() - t, 1)
+        log = [json.loads(line) for line in open(f"{work_dir}/{amp}/log.jsonl")]
+        curves[amp] = [round(r["loss"], 4) for r in log if "loss" in r][-(iters // 25):]
+        del res
+    gap = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(curves["off"], curves["bf16"]))
+    return {"bench": "bf16_vs_fp32_loss", "iters": iters, "crop": crop, "batch": batch, "threads": threads,
+            "loss_fp32": curves["off"], "loss_bf16": curves["bf16"], "max_rel_gap": round(gap, 4),
+            "train_seconds": secs, "load_1min": _load()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle"))
+    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve"))
+    p.add_argument("--model-config", default="models/weights/pal-starter.config.json")
+    p.add_argument("--backbone-weights", default=None)
     p.add_argument("--model", default=None, help="default: the bundled pal-starter")
     p.add_argument("--data", default=None)
     p.add_argument("--test", default=None)
@@ -135,6 +165,9 @@ def main(argv=None) -> int:
     elif a.what == "oracle":
         res = {"bench": "oracle_threshold", "model": a.model,
                **oracle_threshold(a.model, a.data, None if a.type == "all" else a.type, a.split)}
+    elif a.what == "bf16-curve":
+        res = bf16_curve(a.data, a.model_config, a.iters, a.work_dir, a.threads, a.crop, a.batch,
+                         a.backbone_weights, a.split)
     else:
         res = fewshot(a.model, a.data, a.test, a.type, a.iters, a.work_dir, a.threads, a.lr, a.batch, a.crop)
     print(json.dumps(res, default=str), flush=True)

@@ -120,8 +120,30 @@ def test_class_weight_raises_the_artifact_pixels_share_of_the_loss():
     weighted = seg_loss({"out": logits}, label, aux_weight=0, class_weight=(1.0, 3.0))["total"]
     assert weighted > plain
     same = seg_loss({"out": logits}, label, aux_weight=0, class_weight=(1.0, 1.0))["total"]
-    # unit weights average over non-ignored pixels (15), mmseg's default over all 16
-    assert torch.isclose(same * 15, plain * 16)
+    assert torch.isclose(same, plain)  # unit weights = the unweighted loss (mmseg)
+
+
+def test_seg_loss_honours_avg_non_ignore_with_class_weights():
+    """Regression: with class weights, avg_non_ignore used to be dropped silently (torch's
+    weighted mean over non-ignored pixels was used whatever the flag said)."""
+    import torch
+    import torch.nn.functional as F
+
+    from comfyui_pal.training.loop import seg_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 8, 8, generator=g)
+    label = torch.randint(0, 2, (2, 8, 8), generator=g)
+    label[:, :3] = 255  # 48 of 128 pixels ignored
+    w = torch.tensor([1.0, 3.0])
+    ce = F.cross_entropy(logits, label, weight=w, ignore_index=255, reduction="none")
+    for avg_non_ignore, denom in ((False, 128), (True, 80)):
+        got = seg_loss({"out": logits}, label, aux_weight=0, avg_non_ignore=avg_non_ignore,
+                       class_weight=(1.0, 3.0))["total"]
+        assert torch.isclose(got, ce.sum() / denom), (avg_non_ignore, got)
+    a = seg_loss({"out": logits}, label, aux_weight=0, avg_non_ignore=True, class_weight=(1.0, 3.0))["total"]
+    b = seg_loss({"out": logits}, label, aux_weight=0, avg_non_ignore=False, class_weight=(1.0, 3.0))["total"]
+    assert torch.isclose(a * 80, b * 128) and not torch.isclose(a, b)
 
 
 def test_training_states_are_read_without_running_code(tmp_path):

@@ -61,8 +61,8 @@ class TrainConfig:
     poly_power: float = 1.0
     aux_weight: float = 0.4
     avg_non_ignore: bool = False  # mmseg default: CE mean over all pixels, ignored ones count as 0
-    # Per-class CE weights; None = the official unweighted loss. The starter
-    # needs (1, 3): trained from scratch on ~8% artifact pixels it otherwise settles on "all clean".
+    # Per-class CE weights (mmseg semantics, see seg_loss); None = the official unweighted loss.
+    # A few % artifact pixels (and many clean images) otherwise pull the model to "all clean".
     class_weight: tuple[float, ...] | None = None
     clip_grad: float | None = None
     amp: str = "auto"  # auto (fp16 on CUDA) | off | fp16 | bf16
@@ -216,8 +216,10 @@ def seg_loss(out: dict, label: torch.Tensor, aux_weight: float = 0.4, avg_non_ig
              class_weight=None) -> dict:
     """mmseg decode + auxiliary CE: logits resized (bilinear) to the label, ignore 255.
 
-    With `class_weight`, each pixel's loss is scaled by its class weight and normalised by the
-    summed weights (torch's weighted mean), so the loss scale does not grow with the weights.
+    As mmseg's `CrossEntropyLoss`: each pixel's CE is scaled by its class weight (if given) and
+    the sum is divided by the number of pixels, all of them (`avg_non_ignore=False`, mmseg's
+    default: ignored pixels count as 0) or only the non-ignored ones (`avg_non_ignore=True`).
+    Weights do not change the denominator, so unit weights give the unweighted loss.
     """
     losses = {}
     w = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=label.device)
@@ -226,15 +228,9 @@ def seg_loss(out: dict, label: torch.Tensor, aux_weight: float = 0.4, avg_non_ig
         if logits is None or weight == 0:
             continue
         logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
-        if w is not None:
-            losses[key] = weight * F.cross_entropy(logits, label, weight=w, ignore_index=IGNORE_INDEX)
-            continue
-        ce = F.cross_entropy(logits, label, ignore_index=IGNORE_INDEX, reduction="none")
-        if avg_non_ignore:
-            denom = (label != IGNORE_INDEX).sum().clamp(min=1)
-            losses[key] = weight * ce.sum() / denom
-        else:
-            losses[key] = weight * ce.mean()
+        ce = F.cross_entropy(logits, label, weight=w, ignore_index=IGNORE_INDEX, reduction="none")
+        denom = (label != IGNORE_INDEX).sum().clamp(min=1) if avg_non_ignore else label.numel()
+        losses[key] = weight * ce.sum() / denom
     losses["total"] = sum(losses.values())
     return losses
 
@@ -452,6 +448,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> dict:
     logf = log or (lambda m: _log(m, rank))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # AdamW's second moments decay into float32 denormals; on x86 CPUs each op on them is ~100x
+    # slower (sqrt alone was 22 % of a CPU step). Flushing them to zero changes nothing useful.
+    torch.set_flush_denormal(True)
     if cfg.device:
         device = torch.device(cfg.device)
     elif torch.cuda.is_available():

@@ -64,7 +64,11 @@ def build_optimizer(model, lr: float = 6e-5, weight_decay: float = 0.01, betas=(
     groups = param_groups(model.named_parameters(), lr, weight_decay, custom_keys)
     if not groups:
         raise ValueError("no trainable parameters (everything is frozen)")
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    # fused: one kernel for all parameters. On CPU the default per-tensor AdamW took ~40 % of a
+    # starter training step (measured: 4.5 s of 11 s for mobilenetv2 + UPerHead, batch 4 @ 256).
+    devices = {p.device.type for g in groups for p in g["params"]}
+    fused = devices <= {"cpu", "cuda"} and all(p.is_floating_point() for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused or None)
 
 
 @dataclass

@@ -22,7 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ARTIFACT_TYPES = ("warp", "duplicate", "smear", "checkerboard", "blotch", "fill", "seam")
+ARTIFACT_TYPES = ("warp", "duplicate", "smear", "checkerboard", "blotch", "fill", "seam",
+                  "melt", "deform", "incoherent", "part_smear")
 
 # Bundled scikit-image pictures that load without a download (checked for skimage 0.26):
 # photographs/textures whose licences are public domain or CC0 per skimage.data's docs.
@@ -71,6 +72,39 @@ def dead_leaves(rng: np.random.Generator, size: int = 512, n_min: int = 150, n_m
     return img
 
 
+def procedural_clean(rng: np.random.Generator, size: int = 512) -> tuple[np.ndarray, str]:
+    """A clean synthetic picture that is not dead leaves: sky-like gradients, smooth noise
+    textures, or sharp geometric shapes on a plain ground. Clean negatives for the detector:
+    flat areas, smooth gradients and hard edges are not artifacts."""
+    kind = int(rng.integers(3))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    if kind == 0:  # gradient (sky, studio backdrop) with faint grain
+        c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+        ang = rng.uniform(0, 2 * np.pi)
+        t = np.clip((np.cos(ang) * (xx - 0.5) + np.sin(ang) * (yy - 0.5)) + 0.5, 0, 1)[..., None]
+        img = c0 * (1 - t) + c1 * t + rng.normal(0, rng.uniform(0.5, 3), (size, size, 1))
+        return np.clip(img, 0, 255).astype(np.uint8), "procedural:gradient"
+    if kind == 1:  # multi-scale smooth noise texture (clouds, stone, fabric)
+        img = np.zeros((size, size, 3), np.float32)
+        for octave in range(4):
+            sig = size / (8 * 2 ** octave)
+            img += smooth_noise(rng, (size, size, 3), sig) * (40.0 / (octave + 1))
+        img = img.mean(axis=2, keepdims=True) * rng.uniform(0.3, 1.0) + img * rng.uniform(0, 0.7)
+        img += rng.uniform(60, 200, 3)
+        return np.clip(img, 0, 255).astype(np.uint8), "procedural:texture"
+    img = np.empty((size, size, 3), np.uint8)  # geometric shapes, hard anti-aliased edges
+    img[:] = rng.integers(0, 256, 3, dtype=np.uint8)
+    for _ in range(int(rng.integers(3, 15))):
+        c = tuple(int(v) for v in rng.integers(0, 256, 3))
+        p = rng.integers(0, size, (int(rng.integers(3, 7)), 2)).astype(np.int32)
+        if rng.random() < 0.5:
+            cv2.fillPoly(img, [cv2.convexHull(p)], c, cv2.LINE_AA)
+        else:
+            cv2.line(img, tuple(int(v) for v in p[0]), tuple(int(v) for v in p[1]), c,
+                     int(rng.integers(1, 12)), cv2.LINE_AA)
+    return img, "procedural:shapes"
+
+
 def load_skimage(name: str) -> np.ndarray:
     import skimage.data
 
@@ -90,6 +124,7 @@ class BasePool:
     skimage_names: Sequence[str] = SKIMAGE_TRAIN
     dead_leaves_ratio: float = 0.35
     folders: Sequence[str] = ()
+    procedural_ratio: float = 0.0  # share of procedural_clean() pictures (gradients, textures, shapes)
     _cache: dict = field(default_factory=dict, repr=False)
     _files: list | None = field(default=None, repr=False)
 
@@ -115,6 +150,8 @@ class BasePool:
         pool: list = list(self.skimage_names) + self.files()
         if not pool or rng.random() < self.dead_leaves_ratio:
             return dead_leaves(rng, size), "dead_leaves"
+        if self.procedural_ratio and rng.random() < self.procedural_ratio:
+            return procedural_clean(rng, size)
         key = pool[int(rng.integers(len(pool)))]
         img = self._image(key)
         h, w = img.shape[:2]
@@ -142,10 +179,17 @@ def smooth_noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
 
 
 def blob_alpha(rng: np.random.Generator, size: int, rmin: float, rmax: float,
-               feather: float | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
-    """Irregular blob with a soft edge. Returns (alpha HxW float32, (cy, cx, radius))."""
+               feather: float | None = None, img: np.ndarray | None = None,
+               center: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Irregular blob with a soft edge. Returns (alpha HxW float32, (cy, cx, radius)).
+    With `img`, the centre is drawn where the picture has structure (`textured_center`)."""
     r = rng.uniform(rmin, rmax) * size
-    cy, cx = (int(v) for v in rng.integers(int(r * 0.5), size - int(r * 0.5), 2))
+    if center is not None:
+        cy, cx = center
+    elif img is not None:
+        cy, cx = textured_center(img, rng, int(r * 0.5))
+    else:
+        cy, cx = (int(v) for v in rng.integers(int(r * 0.5), size - int(r * 0.5), 2))
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     ang = rng.uniform(0, np.pi)
     sy, sx = rng.uniform(0.6, 1.4, 2)
@@ -159,6 +203,24 @@ def blob_alpha(rng: np.random.Generator, size: int, rmin: float, rmax: float,
         feather = rng.uniform(0.05, 0.25)
     alpha = np.clip((1.0 - d) / feather + 0.5, 0.0, 1.0).astype(np.float32)
     return alpha, (cy, cx, int(r))
+
+
+def textured_center(img: np.ndarray, rng: np.random.Generator, margin: int) -> tuple[int, int]:
+    """A centre drawn with probability ~ local structure (gradient energy): artifacts inside
+    objects (edges, texture), where generators break things, rather than in flat sky."""
+    size = img.shape[0]
+    g = cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    small = cv2.resize(g, (64, 64), interpolation=cv2.INTER_AREA)
+    e = np.abs(cv2.Sobel(small, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(small, cv2.CV_32F, 0, 1))
+    e = cv2.GaussianBlur(e, (0, 0), 2.0) + 1e-3 * (e.mean() + 1.0)
+    m = max(1, int(np.ceil(margin * 64 / size)))
+    e[:m], e[-m:], e[:, :m], e[:, -m:] = 0, 0, 0, 0
+    if e.sum() <= 0:
+        return (int(v) for v in rng.integers(margin, max(margin + 1, size - margin), 2))
+    k = int(rng.choice(e.size, p=(e / e.sum()).ravel()))
+    cy, cx = divmod(k, 64)
+    jitter = rng.uniform(0, size / 64, 2)
+    return int(cy * size / 64 + jitter[0]), int(cx * size / 64 + jitter[1])
 
 
 def rect_alpha(size: int, y0: int, x0: int, h: int, w: int) -> np.ndarray:
@@ -193,7 +255,7 @@ def art_warp(img, rng, pool, size):
 
 def art_duplicate(img, rng, pool, size):
     """A part duplicated next to itself, slightly misaligned (double edges, extra parts)."""
-    alpha, (_, _, r) = blob_alpha(rng, size, 0.06, 0.18, feather=rng.uniform(0.05, 0.2))
+    alpha, (_, _, r) = blob_alpha(rng, size, 0.06, 0.18, feather=rng.uniform(0.05, 0.2), img=img)
     shift = rng.uniform(0.3, 1.2) * r
     ang = rng.uniform(0, 2 * np.pi)
     sx, sy = shift * np.cos(ang), shift * np.sin(ang)
@@ -300,6 +362,80 @@ def art_seam(img, rng, pool, size):
     return out, alpha
 
 
+def art_melt(img, rng, pool, size):
+    """Melted structure: an object part sags and drips (downward displacement growing towards
+    the bottom of the region, horizontal wobble) and loses its fine detail."""
+    alpha, (cy, cx, r) = blob_alpha(rng, size, 0.07, 0.2, feather=rng.uniform(0.1, 0.25), img=img)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    t = np.clip((yy - (cy - r)) / (2.0 * r + 1e-6), 0, 1)  # 0 at the top of the region, 1 at the bottom
+    amp = rng.uniform(0.3, 0.7) * r
+    drip = 1.0 + 0.8 * np.abs(smooth_noise(rng, (size, size), max(2.0, r / 5)))
+    dy = -amp * t * drip * alpha
+    dx = smooth_noise(rng, (size, size), max(2.0, r / 4)) * rng.uniform(0.05, 0.2) * r * alpha
+    out = cv2.remap(img, xx + dx, yy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.8, 2.0))
+    return out, alpha
+
+
+def art_deform(img, rng, pool, size):
+    """Deformed part: a swirl or pinch/bulge of a structured region (bent limbs, twisted
+    faces, warped letters)."""
+    alpha, (cy, cx, r) = blob_alpha(rng, size, 0.06, 0.18, feather=rng.uniform(0.1, 0.3), img=img)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    dy, dx = yy - cy, xx - cx
+    rho = np.sqrt(dx * dx + dy * dy) + 1e-6
+    fall = np.exp(-(rho / (r + 1e-6)) ** 2)
+    if rng.random() < 0.5:  # swirl
+        theta = rng.choice([-1, 1]) * rng.uniform(1.5, 4.0) * fall
+        c, s_ = np.cos(theta), np.sin(theta)
+        mx, my = cx + c * dx - s_ * dy, cy + s_ * dx + c * dy
+    else:  # pinch (k > 0) or bulge (k < 0)
+        k = rng.choice([-1, 1]) * rng.uniform(0.4, 0.8)
+        scale = 1.0 + k * fall
+        mx, my = cx + dx * scale, cy + dy * scale
+    out = cv2.remap(img, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REFLECT)
+    return out, alpha
+
+
+def art_incoherent(img, rng, pool, size):
+    """Incoherent small objects: a cluster of small fragments (from elsewhere in the picture or
+    another one), rotated and rescaled, that make no sense where they are."""
+    other = pool.sample(rng, size)[0].astype(np.float32) if rng.random() < 0.5 else img
+    cy, cx = textured_center(img, rng, int(0.1 * size))
+    spread = rng.uniform(0.05, 0.14) * size
+    out = img.copy()
+    alpha = np.zeros((size, size), np.float32)
+    for _ in range(int(rng.integers(3, 9))):
+        r = int(rng.uniform(0.012, 0.04) * size) + 2
+        py = int(np.clip(cy + rng.normal(0, spread), r, size - r - 1))
+        px = int(np.clip(cx + rng.normal(0, spread), r, size - r - 1))
+        sy, sx = (int(v) for v in rng.integers(2 * r, size - 2 * r, 2))
+        m = cv2.getRotationMatrix2D((float(sx), float(sy)), float(rng.uniform(0, 360)), float(rng.uniform(0.6, 1.6)))
+        m[:, 2] += (px - sx, py - sy)
+        frag = cv2.warpAffine(other, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        a, _ = blob_alpha(rng, size, r / size, r / size, feather=0.2, center=(py, px))
+        out = out * (1 - a[..., None]) + frag * a[..., None]
+        alpha = np.maximum(alpha, a)
+    return out, alpha
+
+
+def art_part_smear(img, rng, pool, size):
+    """Smeared texture inside an otherwise sharp object: strong edge-preserving smoothing
+    (painterly, waxy) placed where the picture has detail."""
+    alpha, (_, _, r) = blob_alpha(rng, size, 0.05, 0.16, img=img)
+    u8 = np.clip(img, 0, 255).astype(np.uint8)
+    if rng.random() < 0.5:
+        out = cv2.edgePreservingFilter(u8, flags=cv2.RECURS_FILTER, sigma_s=float(rng.uniform(20, 60)),
+                                       sigma_r=float(rng.uniform(0.3, 0.8))).astype(np.float32)
+    else:
+        out = u8
+        for _ in range(int(rng.integers(2, 4))):
+            out = cv2.bilateralFilter(out, d=9, sigmaColor=float(rng.uniform(40, 90)), sigmaSpace=9)
+        out = cv2.medianBlur(out, int(rng.choice([5, 7]))).astype(np.float32)
+    return out, alpha
+
+
 ARTIFACTS: dict[str, Callable] = {
     "warp": art_warp,
     "duplicate": art_duplicate,
@@ -308,6 +444,10 @@ ARTIFACTS: dict[str, Callable] = {
     "blotch": art_blotch,
     "fill": art_fill,
     "seam": art_seam,
+    "melt": art_melt,
+    "deform": art_deform,
+    "incoherent": art_incoherent,
+    "part_smear": art_part_smear,
 }
 assert tuple(ARTIFACTS) == ARTIFACT_TYPES
 
@@ -375,6 +515,7 @@ class SynthConfig:
     skimage_names: Sequence[str] = SKIMAGE_TRAIN
     dead_leaves_ratio: float = 0.35
     folders: Sequence[str] = ()
+    procedural_ratio: float = 0.0  # share of procedural clean bases (gradients, textures, shapes)
     by_type: bool = False  # one artifact type per image, written to <split>/<type>/ (per-task metrics)
     jpeg_quality: tuple[int, int] = (85, 97)
     label_rule: str = "visible"  # or "support" (see inject)
@@ -431,7 +572,7 @@ def generate(cfg: SynthConfig, progress: Callable[[str], None] | None = None) ->
     `synth_meta.json` (config, per-image sources and artifact types).
     """
     types = cfg.active_types()
-    pool = BasePool(cfg.skimage_names, cfg.dead_leaves_ratio, cfg.folders)
+    pool = BasePool(cfg.skimage_names, cfg.dead_leaves_ratio, cfg.folders, cfg.procedural_ratio)
     root = Path(cfg.out)
     meta: dict = {"config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
                   "types": types, "images": {}}
