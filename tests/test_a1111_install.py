@@ -121,3 +121,22 @@ def test_failed_install_reports_and_continues(install, tmp_path, monkeypatch, ca
     assert install.main(req) == 1
     assert seen == ["pal-missing-a", "pal-missing-b"]
     assert "pip install" in capsys.readouterr().err
+
+
+def test_forge_pins_need_no_upgrade_and_print_nothing(install, monkeypatch, capsys):
+    """Forge (A1111 1.10.1 based) ships Pillow 9.5.0 etc.: the real requirements.txt must be met by its
+    pins, or install.py warns at every start (seen in the real Forge run, issue #13)."""
+    forge = {"numpy": "1.26.2", "pillow": "9.5.0", "safetensors": "0.4.2", "opencv-python": "4.11.0.86",
+             "scikit-image": "0.21.0", "scipy": "1.16.3", "timm": "1.0.31", "huggingface-hub": "0.26.2",
+             "huggingface_hub": "0.26.2", "tqdm": "4.66.1"}
+
+    def version(name):
+        key = name.lower()
+        if key in forge:
+            return forge[key]
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(install.metadata, "version", version)
+    missing, warnings = install.plan(install.parse_requirements())
+    assert missing == [] and warnings == []
+    assert install.main() == 0 and capsys.readouterr().out == ""
