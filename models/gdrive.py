@@ -1,4 +1,5 @@
-"""A small Google Drive download client (standard library only) for the authors' published files.
+"""Google Drive entries: a small download client (standard library only) for the authors' published
+files, and `fetch`, which turns one into a verified, converted, recorded checkpoint.
 
 Protocol, as Drive serves public files:
 1. `GET {base}/uc?export=download&id=<id>`; Drive may redirect (to drive.usercontent.google.com).
@@ -20,7 +21,10 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
+import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from html.parser import HTMLParser
 from http.client import HTTPException
@@ -30,7 +34,18 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import unquote, urlencode, urljoin, urlsplit
 from urllib.request import HTTPCookieProcessor, HTTPRedirectHandler, Request, build_opener
 
-from .registry import ModelNotAvailableError, is_offline
+from .lockfile import check_lock, file_lock, now, update_lock
+from .registry import (
+    LOCK_NAME,
+    ModelNotAvailableError,
+    drive_link,
+    file_sha256,
+    human_size,
+    is_offline,
+    is_torchscript_file,
+    say,
+    user_models_dir,
+)
 
 DEFAULT_BASE = "https://drive.google.com"
 _GOOGLE_HOSTS = ("drive.google.com", "drive.usercontent.google.com", "docs.google.com")
@@ -253,3 +268,130 @@ def _stream(resp, dest_dir: Path, label: str, progress) -> tuple[Path, int]:
         Path(tmp).unlink(missing_ok=True)
         raise
     return Path(tmp), done
+
+
+# ------------------------------------------------------------------ registry entries (gdrive)
+def byte_progress(progress, desc: str):
+    """progress argument -> (callback(done, total) or None, close()). None/True: a tqdm bar on stderr
+    (silent when stderr is not a terminal)."""
+    if progress is False:
+        return None, lambda: None
+    if callable(progress):
+        return progress, lambda: None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None, lambda: None
+    bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
+               disable=None, leave=False)
+
+    def update(done, total):
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    return update, bar.close
+
+
+def _host_folders_text(filename: str, target: Path | None = None) -> str:
+    cli = user_models_dir() / filename
+    folders = [f"ComfyUI/models/pal/{filename}", f"stable-diffusion-webui/models/pal/{filename} (A1111/Forge)"]
+    if target != cli:
+        folders.append(f"{cli} (the CLI's folder)")
+    return ", ".join(folders)
+
+
+def manual_route(entry: dict, target: Path | None = None) -> str:
+    """The by-hand route, for every Drive error message."""
+    fid = entry["file_id"]
+    src = entry.get("original_name") or f"{entry['name']}.pth"
+    where = f"{target}, or in another models folder: " if target is not None else ""
+    return (f"By hand: download {src} (Drive file {fid}) from {drive_link(fid)} in a browser, run "
+            f"`pal convert {src} {entry['filename']}`, and put the result at {where}"
+            f"{_host_folders_text(entry['filename'], target)}.")
+
+
+def fetch(entry: dict, target_dir: Path, *, progress, keep_source: bool,
+          trust_torchscript: bool, torchscript: bool) -> Path:
+    """Download -> verify (weights_only, strict manifest, finite forward) -> convert -> atomic
+    rename, under a per-file lock so two processes never download into each other."""
+    name, target = entry["name"], target_dir / entry["filename"]
+    if torchscript:
+        if not entry.get("torchscript_file_id"):
+            raise ModelNotAvailableError(f"model {name!r} has no TorchScript file in the registry")
+        if not trust_torchscript:
+            raise ModelNotAvailableError(
+                f"model {name!r}: the TorchScript file contains code, so it is used only with "
+                "--trust-torchscript (and then only its weights are kept); the default .pth needs no trust.")
+    file_id = entry["torchscript_file_id"] if torchscript else entry["file_id"]
+    route = manual_route(entry, target)
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ModelNotAvailableError(f"model {name!r}: cannot create {target_dir} ({e}). {route}") from e
+    with file_lock(target_dir / ".locks" / f"{entry['filename']}.lock"):
+        if target.is_file():  # another process finished it while we waited for the lock
+            check_lock(target, name)
+            return target
+        approx = entry.get("size_approx")
+        free = shutil.disk_usage(target_dir).free
+        if approx and free < approx * 2.2:  # the .pth and the converted file side by side, with margin
+            raise ModelNotAvailableError(
+                f"model {name!r} (Drive file {file_id}): the disk is full: {target_dir} has {human_size(free)} free, "
+                f"about {human_size(int(approx * 2.2))} are needed. Free some space and retry. {route}")
+        notice = entry.get("license_notice")
+        say(f"downloading {name} (about {human_size(approx)}) from Google Drive file {file_id} into {target_dir}")
+        if notice:
+            say(f"licence: {notice}")
+        cb, close = byte_progress(progress, name)
+        tmp_src = None
+        tmp_dst = target_dir / f".{entry['filename']}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            try:
+                tmp_src, original, info = download(file_id, target_dir, progress=cb, what=f"model {name!r}")
+            except DriveError as e:
+                raise type(e)(e.kind, f"{e} {route}") from None
+            finally:
+                close()
+            got = tmp_src.stat().st_size
+            if approx and not (0.9 * approx <= got <= 4 * approx):
+                raise ModelNotAvailableError(
+                    f"model {name!r} (Drive file {file_id}): got {human_size(got)}, expected about {human_size(approx)}: "
+                    f"not the published checkpoint. {route}")
+            src_sha = file_sha256(tmp_src)
+            prov = {"source": "gdrive", "model": name, "gdrive_file_id": file_id,
+                    "source_name": original or entry.get("original_name"), "homepage": entry.get("homepage"),
+                    "license": entry.get("license")}
+            try:
+                from .checkpoint import CheckpointError, verify_and_convert
+
+                verify_and_convert(tmp_src, tmp_dst, entry.get("config") or entry["preset"], provenance=prov,
+                                   trust_torchscript=trust_torchscript)
+            except CheckpointError as e:
+                hint = (" It is a TorchScript archive: that file id is only used with --torchscript "
+                        "--trust-torchscript." if is_torchscript_file(tmp_src) else "")
+                raise ModelNotAvailableError(f"model {name!r} (Drive file {file_id}): {e}.{hint} Nothing was "
+                                             f"kept. {route}") from None
+            except OSError as e:
+                raise ModelNotAvailableError(f"model {name!r} (Drive file {file_id}): could not write the "
+                                             f"converted file in {target_dir} ({e}; disk full?). {route}") from None
+            os.replace(tmp_dst, target)  # atomic: readers see nothing or the whole verified file
+            record = {"model": name, "source": "gdrive", "file_id": file_id, "original_name": prov["source_name"],
+                      "original_sha256": src_sha, "original_size": got, "sha256": file_sha256(target),
+                      "size": target.stat().st_size, "recorded": now(), "license_notice": notice}
+            update_lock(target_dir, "files", entry["filename"], record)
+            say(f"{name}: verified and converted to {target}")
+            say(f"{name}: trust on first use: original sha256 {src_sha}, converted sha256 {record['sha256']} "
+                 f"(recorded in {target_dir / LOCK_NAME}; `pal models verify` re-checks)")
+            if keep_source:
+                keep = target_dir / (prov["source_name"] or f"{name}.pth")
+                if keep.exists():
+                    say(f"{name}: --keep-source: {keep} already exists, left as it was; the download was removed")
+                else:
+                    os.replace(tmp_src, keep)
+                    tmp_src = None
+            return target
+        finally:
+            for p in (tmp_src, tmp_dst):
+                if p is not None:
+                    Path(p).unlink(missing_ok=True)

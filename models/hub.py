@@ -11,6 +11,9 @@
   this project downloaded or converted there (and, for Drive files, of the original); later loads and
   `pal models verify` check against it. Hub references are pinned there to a commit.
 
+Rooms: `registry.py` (entries, source kinds, user registry), `gdrive.py` (the Drive client and the
+download -> verify -> convert pipeline), `lockfile.py` (TOFU records), `publish.py` (card, push);
+this module resolves, caches and downloads (Hub entries and hf: references).
 Offline (`PAL_OFFLINE=1`, `HF_HUB_OFFLINE=1`): no request at all; cached files still load.
 huggingface_hub and torch are imported only by the functions that need them, so importing this
 module (and ComfyUI start-up) never touches the network.
@@ -18,24 +21,25 @@ module (and ComfyUI start-up) never touches the network.
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 import inspect
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import registry as _registry
+from .gdrive import fetch, manual_route
+from .lockfile import check_lock as _check_lock
+from .lockfile import now as _now
+from .lockfile import read_lock  # noqa: F401 - read_lock is public
+from .lockfile import update_lock as _update_lock
 from .publish import HubPushError, make_model_card, push, read_card_metadata  # noqa: F401 - public API
 from .registry import (  # noqa: F401 - re-exported: the public names of the old single module
     BUILTIN_REGISTRY,
@@ -57,7 +61,9 @@ from .registry import (  # noqa: F401 - re-exported: the public names of the old
     user_models_dir,
     user_registry_path,
 )
+from .registry import is_torchscript_file as _is_torchscript_file
 from .registry import lookup as _lookup
+from .registry import say as _say
 
 __all__ = [
     "ChecksumMismatchError",
@@ -109,112 +115,6 @@ def _search_dirs(dirs: list[Path]) -> list[Path]:
     return dirs + ([user] if user not in dirs else [])
 
 
-def _byte_progress(progress: ProgressArg, desc: str):
-    """progress argument -> (callback(done, total) or None, close()). None/True: a tqdm bar on stderr
-    (silent when stderr is not a terminal)."""
-    if progress is False:
-        return None, lambda: None
-    if callable(progress):
-        return progress, lambda: None
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        return None, lambda: None
-    bar = tqdm(total=None, unit="B", unit_scale=True, unit_divisor=1024, desc=desc, file=sys.stderr,
-               disable=None, leave=False)
-
-    def update(done, total):
-        if total and bar.total != total:
-            bar.total = total
-        bar.update(done - bar.n)
-
-    return update, bar.close
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _is_torchscript_file(path: Path) -> bool:
-    """TorchScript archives carry compiled code (stdlib check, no torch import)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    return any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names)
-
-
-# --------------------------------------------------------------------------- lock file (TOFU)
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """An exclusive inter-process lock on `path` (created). POSIX flock / Windows msvcrt; where
-    neither works, unique temp names + atomic rename still keep the cache consistent."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+b")
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        except ImportError:  # Windows
-            try:
-                import msvcrt
-
-                while True:
-                    try:
-                        msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
-                        break
-                    except OSError:
-                        time.sleep(0.2)
-            except ImportError:  # pragma: no cover
-                pass
-        yield
-    finally:
-        f.close()  # closing releases the lock
-
-
-def read_lock(directory: str | os.PathLike) -> dict:
-    """The lock file of a models folder: {"files": {file name: record}, "refs": {hf ref: record}}."""
-    path = Path(directory) / LOCK_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {"version": 1, "files": {}, "refs": {}}
-    except (OSError, ValueError) as e:
-        raise RegistryError(f"{path}: unreadable lock file ({e}); move it away and run `pal models download` "
-                            "again to re-record the files") from e
-    data.setdefault("files", {})
-    data.setdefault("refs", {})
-    return data
-
-
-def _update_lock(directory: Path, section: str, key: str, record: dict) -> None:
-    from ..core.imageio import atomic_write_bytes
-
-    with _file_lock(directory / ".locks" / f"{LOCK_NAME}.lock"):
-        data = read_lock(directory)
-        data["version"] = 1
-        data[section][key] = record
-        atomic_write_bytes(directory / LOCK_NAME, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def _check_lock(path: Path, what: str) -> dict | None:
-    """If this project recorded `path` in its folder's lock file, verify it (sha256); returns the
-    record, or None for a file the user put there. A mismatch is refused; the file is left as is."""
-    rec = read_lock(path.parent)["files"].get(path.name)
-    if rec is None:
-        return None
-    actual = file_sha256(path)
-    if actual != rec.get("sha256"):
-        raise ChecksumMismatchError(
-            f"{path} ({what}) does not match the sha256 recorded when it was downloaded "
-            f"({rec.get('sha256')} in {path.parent / LOCK_NAME}; now {actual}): it changed on disk. It was left "
-            f"untouched: delete it and run `pal models download {rec.get('model') or what}` again, or "
-            "`pal models verify` to check the others.")
-    return rec
-
-
-# ----------------------------------------------------------------------- Hub entries (registry)
 def _check(path: Path, entry: dict) -> str | None:
     """None if the file matches the entry's size/sha256 pin, else a description of the mismatch."""
     size = path.stat().st_size
@@ -226,10 +126,6 @@ def _check(path: Path, entry: dict) -> str | None:
             return f"its sha256 is {actual}, expected {entry['sha256']} (corrupted or a different version)"
     return None
 
-
-
-def _say(msg: str) -> None:
-    print(f"[comfyui-pal] {msg}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- cache lookups
@@ -281,14 +177,6 @@ def _find_cached(entry: dict) -> tuple[Path | None, str]:
             if _check(p, entry) is None:
                 return p, ""
     return None, note
-
-
-def _local_dirs(models_dir: str | Path | None) -> list[Path]:
-    dirs = [Path(models_dir).expanduser()] if models_dir else []
-    user = user_models_dir()
-    if user not in dirs:
-        dirs.append(user)
-    return dirs
 
 
 def _where_to_put(entry: dict, models_dir: str | Path | None) -> Path:
@@ -550,13 +438,13 @@ def _resolve_entry(entry: dict, *, download: bool, dirs: list[Path], token=None,
         if is_offline():
             raise ModelNotAvailableError(
                 f"model {name!r} is not available offline (PAL_OFFLINE / HF_HUB_OFFLINE is set) and no local "
-                f"copy exists, so nothing was requested. {_manual_route(entry, target)}")
+                f"copy exists, so nothing was requested. {manual_route(entry, target)}")
         if not download:
             raise ModelNotAvailableError(
                 f"model {name!r} is not downloaded yet. Run `pal models download {name}` (it fetches the "
-                f"authors' file, verifies and converts it). {_manual_route(entry, target)}")
-        return _fetch_gdrive(entry, target.parent, progress=progress, keep_source=keep_source,
-                             trust_torchscript=trust_torchscript, torchscript=torchscript)
+                f"authors' file, verifies and converts it). {manual_route(entry, target)}")
+        return fetch(entry, target.parent, progress=progress, keep_source=keep_source,
+                     trust_torchscript=trust_torchscript, torchscript=torchscript)
     if entry["sha256"] is None:
         raise ModelNotAvailableError(
             f"{note}model {name!r} is not published on the Hub yet (no pinned sha256 in the registry), so "
@@ -574,117 +462,6 @@ def _resolve_entry(entry: dict, *, download: bool, dirs: list[Path], token=None,
             f"{note}model {name!r} is not downloaded. Run `pal models download {name}`, or put the file "
             f"{entry['filename']}{_pin_text(entry)} at {target}; it is published at {_url(entry)}.")
     return _download(entry, models_dir=models_dir, token=token, progress=True if progress is None else progress)
-
-
-# ------------------------------------------------------------------------ Google Drive entries
-def _host_folders_text(filename: str, target: Path | None = None) -> str:
-    cli = user_models_dir() / filename
-    folders = [f"ComfyUI/models/pal/{filename}", f"stable-diffusion-webui/models/pal/{filename} (A1111/Forge)"]
-    if target != cli:
-        folders.append(f"{cli} (the CLI's folder)")
-    return ", ".join(folders)
-
-
-def _manual_route(entry: dict, target: Path | None = None) -> str:
-    """The by-hand route, for every Drive error message."""
-    fid = entry["file_id"]
-    src = entry.get("original_name") or f"{entry['name']}.pth"
-    where = f"{target}, or in another models folder: " if target is not None else ""
-    return (f"By hand: download {src} (Drive file {fid}) from {drive_link(fid)} in a browser, run "
-            f"`pal convert {src} {entry['filename']}`, and put the result at {where}"
-            f"{_host_folders_text(entry['filename'], target)}.")
-
-
-def _licence_line(entry: dict) -> str | None:
-    return entry.get("license_notice")
-
-
-def _fetch_gdrive(entry: dict, target_dir: Path, *, progress: ProgressArg, keep_source: bool,
-                  trust_torchscript: bool, torchscript: bool) -> Path:
-    """Download -> verify (weights_only, strict manifest, finite forward) -> convert -> atomic
-    rename, under a per-file lock so two processes never download into each other."""
-    from . import gdrive
-
-    name, target = entry["name"], target_dir / entry["filename"]
-    if torchscript:
-        if not entry.get("torchscript_file_id"):
-            raise ModelNotAvailableError(f"model {name!r} has no TorchScript file in the registry")
-        if not trust_torchscript:
-            raise ModelNotAvailableError(
-                f"model {name!r}: the TorchScript file contains code, so it is used only with "
-                "--trust-torchscript (and then only its weights are kept); the default .pth needs no trust.")
-    file_id = entry["torchscript_file_id"] if torchscript else entry["file_id"]
-    route = _manual_route(entry, target)
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ModelNotAvailableError(f"model {name!r}: cannot create {target_dir} ({e}). {route}") from e
-    with _file_lock(target_dir / ".locks" / f"{entry['filename']}.lock"):
-        if target.is_file():  # another process finished it while we waited for the lock
-            _check_lock(target, name)
-            return target
-        approx = entry.get("size_approx")
-        free = shutil.disk_usage(target_dir).free
-        if approx and free < approx * 2.2:  # the .pth and the converted file side by side, with margin
-            raise ModelNotAvailableError(
-                f"model {name!r} (Drive file {file_id}): the disk is full: {target_dir} has {_human(free)} free, "
-                f"about {_human(int(approx * 2.2))} are needed. Free some space and retry. {route}")
-        notice = _licence_line(entry)
-        _say(f"downloading {name} (about {_human(approx)}) from Google Drive file {file_id} into {target_dir}")
-        if notice:
-            _say(f"licence: {notice}")
-        cb, close = _byte_progress(progress, name)
-        tmp_src = None
-        tmp_dst = target_dir / f".{entry['filename']}.{os.getpid()}.{threading.get_ident()}.tmp"
-        try:
-            try:
-                tmp_src, original, info = gdrive.download(file_id, target_dir, progress=cb, what=f"model {name!r}")
-            except gdrive.DriveError as e:
-                raise type(e)(e.kind, f"{e} {route}") from None
-            finally:
-                close()
-            got = tmp_src.stat().st_size
-            if approx and not (0.9 * approx <= got <= 4 * approx):
-                raise ModelNotAvailableError(
-                    f"model {name!r} (Drive file {file_id}): got {_human(got)}, expected about {_human(approx)}: "
-                    f"not the published checkpoint. {route}")
-            src_sha = file_sha256(tmp_src)
-            prov = {"source": "gdrive", "model": name, "gdrive_file_id": file_id,
-                    "source_name": original or entry.get("original_name"), "homepage": entry.get("homepage"),
-                    "license": entry.get("license")}
-            try:
-                from .checkpoint import CheckpointError, verify_and_convert
-
-                verify_and_convert(tmp_src, tmp_dst, entry.get("config") or entry["preset"], provenance=prov,
-                                   trust_torchscript=trust_torchscript)
-            except CheckpointError as e:
-                hint = (" It is a TorchScript archive: that file id is only used with --torchscript "
-                        "--trust-torchscript." if _is_torchscript_file(tmp_src) else "")
-                raise ModelNotAvailableError(f"model {name!r} (Drive file {file_id}): {e}.{hint} Nothing was "
-                                             f"kept. {route}") from None
-            except OSError as e:
-                raise ModelNotAvailableError(f"model {name!r} (Drive file {file_id}): could not write the "
-                                             f"converted file in {target_dir} ({e}; disk full?). {route}") from None
-            os.replace(tmp_dst, target)  # atomic: readers see nothing or the whole verified file
-            record = {"model": name, "source": "gdrive", "file_id": file_id, "original_name": prov["source_name"],
-                      "original_sha256": src_sha, "original_size": got, "sha256": file_sha256(target),
-                      "size": target.stat().st_size, "recorded": _now(), "license_notice": notice}
-            _update_lock(target_dir, "files", entry["filename"], record)
-            _say(f"{name}: verified and converted to {target}")
-            _say(f"{name}: trust on first use: original sha256 {src_sha}, converted sha256 {record['sha256']} "
-                 f"(recorded in {target_dir / LOCK_NAME}; `pal models verify` re-checks)")
-            if keep_source:
-                keep = target_dir / (prov["source_name"] or f"{name}.pth")
-                if keep.exists():
-                    _say(f"{name}: --keep-source: {keep} already exists, left as it was; the download was removed")
-                else:
-                    os.replace(tmp_src, keep)
-                    tmp_src = None
-            return target
-        finally:
-            for p in (tmp_src, tmp_dst):
-                if p is not None:
-                    Path(p).unlink(missing_ok=True)
 
 
 # -------------------------------------------------------------------------- Hub references
@@ -927,8 +704,8 @@ def download(
         if target.is_file():
             _check_lock(target, entry["name"])
             return target
-        return _fetch_gdrive(entry, target.parent, progress=progress, keep_source=keep_source,
-                             trust_torchscript=trust_torchscript, torchscript=True)
+        return fetch(entry, target.parent, progress=progress, keep_source=keep_source,
+                     trust_torchscript=trust_torchscript, torchscript=True)
     path = _resolve_entry(entry, download=True, dirs=dirs, token=token, progress=progress, keep_source=keep_source,
                           trust_torchscript=trust_torchscript)
     if dirs and entry["source"] in ("hub", "gdrive"):

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sys
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -115,6 +116,21 @@ def human_size(n: int | None) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def say(msg: str) -> None:
+    """One progress/notice line on stderr (the CLI's and the hosts' logs)."""
+    print(f"[comfyui-pal] {msg}", file=sys.stderr, flush=True)
+
+
+def is_torchscript_file(path: Path) -> bool:
+    """TorchScript archives carry compiled code (stdlib check, no torch import)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    return any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names)
+
+
+# ----------------------------------------------------------------------- Hub entries (registry)
 # ------------------------------------------------------------------------------------ registry
 def _read_registry_file(path: Path, required: bool) -> dict[str, dict]:
     try:

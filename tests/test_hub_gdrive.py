@@ -163,7 +163,9 @@ def test_torchscript_needs_the_trust_flag(drive, tmp_path):
 
 
 def test_disk_full_is_checked_before_downloading(drive, tmp_path, monkeypatch):
-    monkeypatch.setattr(hub.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    from comfyui_pal.models import gdrive
+
+    monkeypatch.setattr(gdrive.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(hub.ModelNotAvailableError, match="disk is full"):
         hub.resolve("tiny-official", download=True, progress=False)
     assert drive.requests == [] and leftovers(user_dir(tmp_path)) == []
