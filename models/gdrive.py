@@ -31,7 +31,7 @@ from http.client import HTTPException
 from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.error import HTTPError, URLError
-from urllib.parse import unquote, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urljoin, urlsplit
 from urllib.request import HTTPCookieProcessor, HTTPRedirectHandler, Request, build_opener
 
 from .lockfile import check_lock, file_lock, now, update_lock
@@ -219,13 +219,19 @@ def _next_url(text: str, url: str, label: str) -> str:
     except Exception:  # noqa: BLE001 - a malformed page is just "not a file"
         parser.forms = []
     for action, fields in parser.forms:
-        if "id" in fields or "confirm" in fields:
-            target = urljoin(url, action or url)
-            return f"{target.split('?')[0]}?{urlencode(fields)}"
-    for href in parser.links:
+        if "id" in fields or "confirm" in fields:  # the virus-scan warning's #download-form
+            target = urlsplit(urljoin(url, (action or url).replace("&amp;", "&")))
+            query = {k: v[-1] for k, v in parse_qs(target.query).items()}
+            query.update(fields)  # hidden inputs win over the action's own query, as a browser submits
+            return target._replace(query=urlencode(query)).geturl()
+    for href in parser.links:  # older pages: a /uc?export=download&confirm=... link
         return urljoin(url, href.replace("&amp;", "&"))
-    title = parser.title.strip() or "untitled page"
-    raise DriveError("html", f"{label}: {_KIND_TEXT['html']} ({title!r}, no download form on it)")
+    m = re.search(r'"downloadUrl":"([^"]+)', text)  # pages that embed the URL as JSON
+    if m:
+        return urljoin(url, m.group(1).replace("\\u003d", "=").replace("\\u0026", "&"))
+    m = re.search(r'<p class="uc-error-subcaption">(.*?)</p>', text, re.S)
+    detail = re.sub(r"<[^>]+>|\s+", " ", m.group(1)).strip() if m else (parser.title.strip() or "untitled page")
+    raise DriveError("html", f"{label}: {_KIND_TEXT['html']} ({detail!r}, no download form on it)")
 
 
 def _stream(resp, dest_dir: Path, label: str, progress) -> tuple[Path, int]:

@@ -14,7 +14,8 @@ machines; this follows the protocol as Drive serves public files and as gdown ha
   - "missing": 404 "Sorry, the file you have requested does not exist";
   - "html200": some other HTML page on a 200, no form;
   - "html_body": an HTML body sent as application/octet-stream with an attachment header;
-  - "truncated": a Content-Length larger than the body, then the connection closes.
+  - "truncated": a Content-Length larger than the body, then the connection closes;
+  - "legacy": an older warning page with a `/uc?export=download&confirm=<token>&id=ID` link.
 Every request is recorded in `drive.requests` (method, path).
 """
 
@@ -30,7 +31,7 @@ WARNING_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan wa
 <div class="uc-main"><p class="uc-warning-caption">Google Drive can't scan this file for viruses.</p>
 <p class="uc-warning-subcaption"><span class="uc-name-size"><a href="/open?id={id}">{name}</a> ({size})</span>
 is too large for Google to scan for viruses. Would you still like to download this file?</p>
-<form id="download-form" action="{base}/download" method="get">
+<form id="download-form" action="{base}/download?authuser=0" method="get">
 <input type="submit" id="uc-download-link" class="goog-inline-block jfk-button jfk-button-action" value="Download anyway"/>
 <input type="hidden" name="id" value="{id}"><input type="hidden" name="export" value="download">
 <input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="{uuid}">
@@ -45,6 +46,10 @@ DENIED_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - You need acces
 <a href="https://accounts.google.com/ServiceLogin?continue=x">Sign in</a></body></html>"""
 MISSING_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - 404</title></head><body>
 <p>Sorry, the file you have requested does not exist.</p></body></html>"""
+LEGACY_PAGE = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>
+<p>Google Drive can't scan this file for viruses.</p>
+<a id="uc-download-link" href="/uc?export=download&amp;confirm={token}&amp;id={id}">Download anyway</a>
+</body></html>"""
 OTHER_PAGE = """<!DOCTYPE html><html><head><title>Google Drive</title></head><body>
 <p>Something went wrong. Try again.</p></body></html>"""
 
@@ -134,7 +139,7 @@ def _handler(drive: FakeDrive):
             fid = q.get("id", "")
             if parts.path == "/uc":
                 self.send_response(303)
-                self.send_header("Location", f"{drive.url}/download?id={fid}&export=download")
+                self.send_header("Location", f"{drive.url}/download?{parts.query}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
@@ -156,8 +161,12 @@ def _handler(drive: FakeDrive):
                 return self._file(f, truncated=True)
             if f.mode == "direct":
                 return self._file(f)
+            if f.mode == "legacy":
+                if q.get("confirm") == "Xq1z":
+                    return self._file(f)
+                return self._send(200, LEGACY_PAGE.format(token="Xq1z", id=fid).encode())
             # confirm flow: the bytes only for the submitted form with this file's uuid
-            if q.get("confirm") and q.get("uuid") and q.get("uuid") == drive.uuids.get(fid):
+            if q.get("confirm") and q.get("uuid") == drive.uuids.get(fid) and q.get("authuser") == "0":
                 return self._file(f)
             token = drive.uuids.setdefault(fid, str(uuid.uuid4()))
             page = WARNING_PAGE.format(id=fid, name=f.name, size=f"{len(f.data) // 1000}K", uuid=token,

@@ -103,6 +103,12 @@ def test_confirm_form_flow_downloads_verifies_converts_and_records(drive, tmp_pa
     assert len(drive.requests) == n and NOTICE not in capsys.readouterr().err
 
 
+def test_older_confirm_link_page(drive, tmp_path):
+    drive.files[FID].mode = "legacy"
+    assert hub.resolve("tiny-official", download=True, progress=False).is_file()
+    assert any("confirm=Xq1z" in p for _, p in drive.requests) and drive.body_requests() == 1
+
+
 def test_small_file_served_directly_with_keep_source(drive, tmp_path):
     drive.files[FID].mode = "direct"
     seen = []
