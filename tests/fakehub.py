@@ -380,3 +380,33 @@ def child_env(**extra) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def a1111_script(tmp_path, monkeypatch):
+    """Context manager: scripts/pal_autofix.py loaded the way A1111 loads it (tests/a1111_stub), with
+    `models/` under tmp_path/webui; yields (module, shared). Restores sys.modules afterwards."""
+    import contextlib
+    import sys
+    from pathlib import Path
+
+    @contextlib.contextmanager
+    def cm():
+        stub = Path(__file__).resolve().parent / "a1111_stub"
+        root = Path(__file__).resolve().parents[1]
+        keys = ("modules.", "gradio", "comfyui_pal.a1111")
+        saved = {k: v for k, v in sys.modules.items() if k == "modules" or k.startswith(keys)}
+        for k in saved:
+            del sys.modules[k]
+        monkeypatch.syspath_prepend(str(stub))
+        try:
+            from modules import paths, scripts, shared
+
+            paths.models_path = str(tmp_path / "webui" / "models")
+            shared.opts.data.clear()
+            yield scripts.load_module(str(root / "scripts" / "pal_autofix.py"), str(root)), shared
+        finally:
+            for k in [k for k in sys.modules if k == "modules" or k.startswith(keys)]:
+                del sys.modules[k]
+            sys.modules.update(saved)
+
+    return cm()

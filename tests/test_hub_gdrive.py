@@ -18,10 +18,10 @@ import pytest
 
 try:
     from fakedrive import FakeDrive
-    from fakehub import child_env, forbid_network, isolate_hub_env, write_user_registry
+    from fakehub import a1111_script, child_env, forbid_network, isolate_hub_env, write_user_registry
 except ImportError:  # tests/ imported as a package
     from .fakedrive import FakeDrive
-    from .fakehub import child_env, forbid_network, isolate_hub_env, write_user_registry
+    from .fakehub import a1111_script, child_env, forbid_network, isolate_hub_env, write_user_registry
 
 from comfyui_pal.models import hub
 
@@ -337,3 +337,28 @@ def test_a1111_style_resolution(drive, tmp_path):
     path = hub.resolve("tiny-official", model_dirs=[webui], download=True, progress=False)
     assert path == webui / "tiny-official-w12.safetensors"
     assert hub.read_lock(webui)["files"][path.name]["file_id"] == FID
+
+
+def test_through_the_comfyui_loader_node(drive, tmp_path, monkeypatch):
+    from comfyui_pal.pal_nodes import NODE_CLASS_MAPPINGS
+    from comfyui_pal.pal_nodes import model as pal_model
+
+    monkeypatch.setattr(pal_model, "model_dirs", lambda: [str(tmp_path / "ComfyUI" / "models" / "pal")])
+    node = NODE_CLASS_MAPPINGS["PALModelLoader"]
+    assert "tiny-official" in node.INPUT_TYPES()["required"]["model_name"][0] and drive.requests == []
+    (pm,) = node().load("tiny-official", "cpu", "fp32")
+    assert pm.path.endswith("tiny-official-w12.safetensors") and drive.body_requests() == 1
+
+
+def test_through_the_a1111_script(drive, tmp_path, monkeypatch):
+    """scripts/pal_autofix.py loaded as A1111 loads it (tests/a1111_stub): its model resolution
+    downloads only when the 'allow downloading' setting is on."""
+    with a1111_script(tmp_path, monkeypatch) as (mod, shared):
+        shared.opts.data["pal_allow_download"] = False
+        with pytest.raises(hub.ModelNotAvailableError, match="pal models download tiny-official"):
+            mod.host.resolve_model("tiny-official")
+        assert drive.requests == []
+        shared.opts.data["pal_allow_download"] = True
+        path = mod.host.resolve_model("tiny-official")
+        assert path == tmp_path / "webui" / "models" / "pal" / "tiny-official-w12.safetensors"
+        assert drive.body_requests() == 1

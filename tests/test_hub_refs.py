@@ -14,9 +14,9 @@ import pytest
 from safetensors.numpy import save_file
 
 try:
-    from fakehub import FakeHub, child_env, forbid_network, isolate_hub_env, point_hf_at
+    from fakehub import FakeHub, a1111_script, child_env, forbid_network, isolate_hub_env, point_hf_at
 except ImportError:  # tests/ imported as a package
-    from .fakehub import FakeHub, child_env, forbid_network, isolate_hub_env, point_hf_at
+    from .fakehub import FakeHub, a1111_script, child_env, forbid_network, isolate_hub_env, point_hf_at
 
 from comfyui_pal.models import hub
 
@@ -217,3 +217,16 @@ def test_a1111_style_resolution_with_a_reference(fake, ckpt, tmp_path):
     path = hub.resolve(f"hf:{REPO}", model_dirs=[webui], download=True, progress=False)
     assert path.is_relative_to(webui) and path.read_bytes() == ckpt.read_bytes()
     assert f"hf:{REPO}" in hub.read_lock(webui)["refs"]
+
+
+def test_a1111_script_accepts_a_reference_when_downloading_is_allowed(fake, ckpt, tmp_path, monkeypatch):
+    pushed(fake, ckpt)
+    with a1111_script(tmp_path, monkeypatch) as (mod, shared):
+        shared.opts.data["pal_allow_download"] = False
+        n = len(fake.requests)
+        with pytest.raises(hub.ModelNotAvailableError, match=f"pal models download hf:{REPO}"):
+            mod.host.resolve_model(f"hf:{REPO}")
+        assert len(fake.requests) == n
+        shared.opts.data["pal_allow_download"] = True
+        path = mod.host.resolve_model(f"hf:{REPO}")
+        assert path.is_relative_to(tmp_path / "webui" / "models" / "pal") and path.read_bytes() == ckpt.read_bytes()
