@@ -96,3 +96,35 @@ def test_import_needs_neither_comfy_nor_torch(repo_root):
 def test_blocker_stand_in_without_comfy():
     b = host.execution_blocker(None)
     assert host.is_blocked(b) and not host.is_blocked([])
+
+
+# Same name, another concept (kept: renaming an input breaks saved API workflows):
+NOT_SCHEMA = {("PALDetect", "dilation"),  # grow/shrink of the output mask after thresholding (negative = erode)
+              ("PALSortByPAR", "order")}  # sort direction of the images, not the region order
+
+
+@pytest.mark.parametrize("node_id", ["PALDetect", "PALScore", "PALSortByPAR", "PALZoomCrop", "PALComposite",
+                                     "PALAutoFix", "PALToSEGS"])
+def test_option_inputs_come_from_the_one_schema(pack, node_id):
+    """Every input named like a ComfyUI option of core/options.py is generated from it (same type, default,
+    range, step, choices); nodes may only reword the tooltip or add widget hints."""
+    from comfyui_pal.core import options as O
+
+    schema = {o.name for o in O.for_host("comfy")}
+    it = pack.NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+    checked = 0
+    for sect in ("required", "optional"):
+        for name, spec in it.get(sect, {}).items():
+            if name not in schema or (node_id, name) in NOT_SCHEMA:
+                continue
+            want = O.comfy_input(name)
+            assert spec[0] == want[0], f"{node_id}.{name}: type {spec[0]} != schema {want[0]}"
+            for k in ("default", "min", "max", "step"):
+                assert spec[1].get(k) == want[1].get(k), f"{node_id}.{name}: {k} differs from the schema"
+            checked += 1
+    assert checked
+
+
+def test_seed_tooltip_matches_the_code(pack):
+    tip = pack.NODE_CLASS_MAPPINGS["PALAutoFix"].INPUT_TYPES()["required"]["seed"][1]["tooltip"]
+    assert "seed + 1000 * r + k" in tip  # what nodes_zoom.PALAutoFix.fix does (tested in test_comfy_inpaint)

@@ -12,6 +12,9 @@ export const PAL_NODE_TYPES = new Set([
   "PALAutoFix",
 ]);
 
+// Name of the read-only PAR widget (shown in classic and in Nodes 2.0 / Vue mode; never serialised).
+export const WIDGET_NAME = "pal_par";
+
 export const COLORS = Object.freeze({
   good: "#3fb950", // PAR at most half the threshold
   warn: "#d29922", // up to the threshold
@@ -80,4 +83,21 @@ export function badgeLines(pars, threshold = DEFAULT_THRESHOLD, max = 8) {
 export function isPalNode(nodeData) {
   const name = nodeData && (nodeData.name || nodeData.type || nodeData.comfyClass);
   return typeof name === "string" && PAL_NODE_TYPES.has(name);
+}
+
+/** One-line text for a plain text widget: "PAR 1.23%" or "#0 PAR 1.23% · #1 PAR 4.00%" (capped). */
+export function parText(pars, max = 8) {
+  if (!Array.isArray(pars) || !pars.length) return "";
+  return badgeLines(pars, DEFAULT_THRESHOLD, max).map((l) => l.text).join(" · ");
+}
+
+/** The worst level among the values (what a single-colour display shows). */
+export function worstLevel(pars, threshold = DEFAULT_THRESHOLD) {
+  const order = ["unknown", "good", "warn", "bad"];
+  let worst = "unknown";
+  for (const p of pars || []) {
+    const l = parLevel(p, threshold);
+    if (order.indexOf(l) > order.indexOf(worst)) worst = l;
+  }
+  return worst;
 }

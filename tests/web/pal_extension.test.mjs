@@ -67,3 +67,89 @@ test("other nodes are untouched and odd outputs do not throw", async () => {
   assert.deepEqual(ctx.drawn, []);
   ext.setup();
 });
+
+// Minimal DOM stand-in: enough for the DOM widget (createElement, textContent, style, children).
+function fakeDocument() {
+  const make = (tag) => {
+    const el = {
+      tagName: tag, children: [], style: {}, className: "", textContent: "",
+      ownerDocument: null,
+      appendChild(c) { this.children.push(c); this.textContent += (this.textContent ? "\n" : "") + c.textContent; return c; },
+      replaceChildren(...cs) { this.children = []; this.textContent = ""; cs.forEach((c) => this.appendChild(c)); },
+    };
+    el.ownerDocument = doc;
+    return el;
+  };
+  const doc = { createElement: make, querySelector: () => null };
+  return doc;
+}
+
+class WidgetNode {
+  constructor() { this.widgets = []; this.id = 3; }
+  addDOMWidget(name, type, element, options) {
+    const w = { name, type, element, options };
+    Object.defineProperty(w, "value", {
+      get() { return this.options.getValue?.() ?? ""; },
+      set(v) { this.options.setValue?.(v); this.callback?.(this.value); },
+    });
+    this.widgets.push(w);
+    return w;
+  }
+}
+
+test("a read-only, never-serialised PAR widget shows the values in both frontend modes", async () => {
+  globalThis.document = fakeDocument();
+  try {
+    const ext = await loadExtension(0.1);
+    class Node extends WidgetNode {}
+    await ext.beforeRegisterNodeDef(Node, { name: "PALAutoFix" });
+    const n = new Node();
+    n.onNodeCreated();
+    const w = n.widgets.find((x) => x.name === "pal_par");
+    assert.ok(w, "widget created at node creation, so Nodes 2.0 renders it");
+    assert.equal(w.serialize, false);
+    assert.equal(w.options.serialize, false);
+    assert.equal(w.type, "markdown"); // the type Nodes 2.0 renders as a text view
+    n.onExecuted({ pal_par: [0.01, 0.2] });
+    assert.equal(w.__palEl.textContent, "#0 PAR 1.00%\n#1 PAR 20.00%");
+    assert.deepEqual(w.__palEl.children.map((c) => c.style.color), ["#3fb950", "#f85149"]);
+    assert.match(w.value, /PAR 1\.00%.*PAR 20\.00%/);
+    w.value = "typed by a user or a loaded workflow";
+    assert.match(w.value, /PAR 1\.00%/, "read-only");
+    n.onNodeCreated();
+    assert.equal(n.widgets.filter((x) => x.name === "pal_par").length, 1, "never two widgets");
+  } finally {
+    delete globalThis.document;
+  }
+});
+
+test("frontends without DOM widgets get a plain text widget; none at all still works", async () => {
+  const ext = await loadExtension(0.1);
+  class TextNode {
+    constructor() { this.widgets = []; }
+    addWidget(type, name, value, cb, options) {
+      const w = { type, name, value, callback: cb, options };
+      this.widgets.push(w);
+      return w;
+    }
+  }
+  await ext.beforeRegisterNodeDef(TextNode, { name: "PALScore" });
+  const n = new TextNode();
+  n.onNodeCreated();
+  n.onExecuted({ pal_par: [0.5] });
+  const w = n.widgets[0];
+  assert.equal(w.type, "text");
+  assert.equal(w.serialize, false);
+  assert.equal(w.value, "PAR 50.00%");
+  w.value = "edited";
+  w.callback();
+  assert.equal(w.value, "PAR 50.00%", "edits snap back");
+  class Bare {}
+  await ext.beforeRegisterNodeDef(Bare, { name: "PALDetect" });
+  const b = new Bare();
+  b.onNodeCreated();
+  b.onExecuted({ pal_par: [0.5] });
+  const ctx = fakeCtx();
+  b.onDrawForeground(ctx);
+  assert.deepEqual(ctx.drawn.map((d) => d.text), ["PAR 50.00%"]);
+});

@@ -64,3 +64,13 @@ test("isPalNode matches the PAR-reporting node types only", () => {
   assert.equal(isPalNode({ name: "KSampler" }), false);
   assert.equal(isPalNode(undefined), false);
 });
+
+test("parText and worstLevel", async () => {
+  const { parText, worstLevel } = await import("../../web/par_display.js");
+  assert.equal(parText([]), "");
+  assert.equal(parText([0.01]), "PAR 1.00%");
+  assert.equal(parText([0.01, 0.02]), "#0 PAR 1.00% · #1 PAR 2.00%");
+  assert.equal(worstLevel([0.01, 0.2], 0.1), "bad");
+  assert.equal(worstLevel([0.01], 0.1), "good");
+  assert.equal(worstLevel([], 0.1), "unknown");
+});
