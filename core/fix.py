@@ -17,7 +17,7 @@ from . import options as _schema
 from .components import to_float_mask
 from .composite import composite
 from .crop import CropPlan, as_image_list, extract_crops, plan_crops
-from .imageio import to_uint8
+from .imageio import to_numpy, to_uint8
 from .inpainters import Inpainter, make_inpainter
 from .par import par as par_of_mask
 
@@ -125,7 +125,7 @@ def fix_images(images, detector_or_masks=None, inpainter: Inpainter | str = "ope
         det = _check_detector(detector, "detector") if detector is not None else None
         ms = detector_or_masks
         if hasattr(ms, "detach") or isinstance(ms, np.ndarray):
-            ms = np.asarray(ms.detach().cpu() if hasattr(ms, "detach") else ms)
+            ms = to_numpy(ms)
             batch = ms.ndim == 4 or (
                 ms.ndim == 3 and ms.shape[0] == len(ims) and (len(ims) > 1 or ms.shape[-1] not in (1, 3, 4))
             )

@@ -33,7 +33,11 @@ class ImageLoadError(ValueError):
 def to_numpy(x) -> np.ndarray:
     """numpy array, torch tensor (any device; duck-typed, no torch import) or array-like -> numpy array."""
     if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        try:
+            x = x.numpy()
+        except TypeError:  # bfloat16 & co. have no numpy dtype
+            x = x.float().numpy()
     return np.asarray(x)
 
 
