@@ -116,7 +116,7 @@ def get_detector(choice: str):
 
 
 def unload_detector():
-    _core("models.hub").clear_cache()
+    _core("models").clear_cache()
 
 
 # ----------------------------------------------------------------------------- p / image helpers

@@ -22,7 +22,8 @@ _LAZY = {
     "default_model_path": ".detector",
     # the one model resolver and detector cache every host calls
     "resolve": ".hub",
-    "load_cached": ".hub",
+    "load_cached": ".cache",
+    "clear_cache": ".cache",
     "list_models": ".hub",
     "ModelNotAvailableError": ".hub",
 }

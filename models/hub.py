@@ -5,7 +5,8 @@
   Hub entry, or the authors' Google Drive file, downloaded, verified and converted on first use);
   or a Hub reference `hf:owner/repo[@revision][/path/in/repo.safetensors]` (a bare `owner/repo`
   too, when it is neither a file nor a registry name).
-- `load_cached(ref, device=..., dtype=...)` -> a Detector from a small process-wide LRU.
+- `models.cache.load_cached(ref, device=..., dtype=...)` -> a Detector from a small LRU (a module
+  of its own: it imports detector, which imports this one).
 - `list_models(model_dirs)` -> name/source/size/present/licence rows for dropdowns and the CLI.
 - Trust on first use: each models folder keeps `pal-models.lock.json` with the sha256 of every file
   this project downloaded or converted there (and, for Drive files, of the original); later loads and
@@ -27,9 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,13 +71,11 @@ __all__ = [
     "ModelNotAvailableError",
     "RegistryError",
     "UnknownModelError",
-    "clear_cache",
     "download",
     "file_sha256",
     "get_registry",
     "hf_cache_dir",
     "list_models",
-    "load_cached",
     "make_model_card",
     "parse_hf_ref",
     "push",
@@ -811,49 +808,3 @@ def list_models(model_dirs: str | os.PathLike | list | tuple | None = None, *,
                          "description": f"Hub model {rec.get('repo')} pinned to {rec.get('commit', '')[:12]}",
                          "overridden": []})
     return rows
-
-
-# ------------------------------------------------------------------------------ detector cache
-# (real path, mtime, size, device, dtype, trust) -> Detector. Small: each entry holds a whole network.
-_DETECTORS: OrderedDict[tuple, Any] = OrderedDict()
-_DETECTORS_MAX = 2
-_DETECTORS_LOCK = threading.Lock()
-
-
-def load_cached(
-    ref: str | os.PathLike | None,
-    *,
-    device=None,
-    dtype=None,
-    model_dirs: str | os.PathLike | list | tuple | None = None,
-    download: bool = False,
-    trust_torchscript: bool = False,
-    progress: ProgressArg = None,
-):
-    """`resolve(ref)` then a Detector from a small process-wide LRU keyed on the resolved file
-    (path, mtime, size) + device + dtype + trust flag: hosts share one loaded network per key.
-    `ref=None` is the bundled default model."""
-    from .detector import DEFAULT_MODEL, _as_dtype, auto_device, load_detector
-
-    path = resolve(DEFAULT_MODEL if ref is None else ref, model_dirs=model_dirs, download=download,
-                   progress=progress)
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    dev = str(device) if device is not None else str(auto_device())
-    key = (real, st.st_mtime_ns, st.st_size, dev, str(_as_dtype(dtype)), bool(trust_torchscript))
-    with _DETECTORS_LOCK:
-        det = _DETECTORS.get(key)
-        if det is not None:
-            _DETECTORS.move_to_end(key)
-            return det
-        while len(_DETECTORS) >= _DETECTORS_MAX:  # free the least recently used network first
-            _DETECTORS.popitem(last=False)
-        det = load_detector(path, device=dev, dtype=dtype, trust_torchscript=trust_torchscript)
-        _DETECTORS[key] = det
-        return det
-
-
-def clear_cache() -> None:
-    """Drop every cached Detector (e.g. when a host unloads models)."""
-    with _DETECTORS_LOCK:
-        _DETECTORS.clear()

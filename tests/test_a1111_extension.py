@@ -65,9 +65,9 @@ def a1111(tmp_path, monkeypatch):
                          shared=shared, scripts=scripts, callbacks=script_callbacks, paths=paths, images=images,
                          script=mod.PALAutoFixScript(), tmp=tmp_path)
     yield ns
-    from comfyui_pal.models import hub
+    from comfyui_pal.models import clear_cache
 
-    hub.clear_cache()
+    clear_cache()
     _drop_host_modules()
     sys.modules.update(saved)
 
