@@ -71,7 +71,7 @@ def resolve_model(name: str, hub_id: str = "") -> str:
 
 LOADER_TOOLTIP = (
     "Checkpoint in models/pal, or a registered model. 'pal4vst-unified' is the official PAL4VST detector: "
-    "selecting it downloads the authors' file from Google Drive once at run time (about 490 MB), verifies "
+    "selecting it downloads the authors' file from Google Drive once at run time (about 0.5 GB), verifies "
     "it, converts it to models/pal/pal4vst-unified-swin-b-w12.safetensors and uses it from then on. "
     "Licence: research weights by the PAL4VST authors, no licence given: check with them before commercial "
     "use. 'pal-starter' is bundled (small, offline, much weaker).")
