@@ -78,8 +78,7 @@ def oracle_threshold(model: str | None, data: str, task: str | None, split: str 
     """Artifact IoU at the best logit offset chosen *on these same images* (an upper bound that
     shows whether the network separates artifacts at all, independent of calibration)."""
     from comfyui_pal.training.data import discover
-    from comfyui_pal.training.evaluate import load_eval_model
-    from comfyui_pal.training.loop import calibrate_bias
+    from comfyui_pal.training.evaluate import calibrate_bias, load_eval_model
 
     samples = [s for s in discover(data, split).samples if s.label is not None and (task is None or s.task == task)]
     net, _ = load_eval_model(model)

@@ -60,6 +60,9 @@ def _add_train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=False,
                    help="continue from WORK_DIR/latest.pt (or the given checkpoint)")
     p.add_argument("--freeze", choices=("none", "backbone", "backbone_bn"), default="none")
+    p.add_argument("--freeze-prefix", action="append", default=None,
+                   help="keep parameters whose name starts with this fixed (repeatable), "
+                   "e.g. backbone.body.conv_stem")
     p.add_argument("--num-images", type=int, default=d.get("num_images"),
                    help="use only N training images, picked by --seed" + (" (few-shot default 10)" if finetune else ""))
     p.add_argument("--device", default=None)
@@ -82,6 +85,7 @@ def _train_config(args, finetune: bool):
         amp=args.amp, num_workers=args.workers, seed=args.seed, val_interval=args.val_interval, metric=args.metric,
         checkpoint_interval=args.checkpoint_interval, keep_iter_checkpoints=args.keep_iter_checkpoints,
         log_interval=args.log_interval, resume=args.resume, freeze=args.freeze, num_images=args.num_images,
+        freeze_prefixes=tuple(args.freeze_prefix or ()),
         device=args.device, threads=args.threads, cache_images=args.cache_images, export=args.export,
         export_fp16=not args.export_fp32, command=_command_line(args, "finetune" if finetune else "train"))
 

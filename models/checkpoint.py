@@ -19,14 +19,15 @@ from typing import Any
 import torch
 
 from ..core.imageio import atomic_write_bytes
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 FORMAT = "comfyui-pal/1"
 _PREFIXES = ("backbone.", "decode_head.", "auxiliary_head.")
 DEFAULT_PREPROCESS = {
     "size": [512, 512],
     "resize": "bicubic",
-    "mean": [123.675, 116.28, 103.53],
-    "std": [58.395, 57.12, 57.375],
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
 }
 
 
@@ -121,6 +122,8 @@ def load_checkpoint(
             raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
         config = json.loads(meta["config"]) if "config" in meta else None
         provenance = json.loads(meta.get("provenance", "{}")) or provenance
+        if "calibration" in meta:  # the default operating point (see save_safetensors)
+            provenance["calibration"] = json.loads(meta["calibration"])
         if config is None:
             config = infer_config(sd)
         return sd, _complete(config), provenance
@@ -327,8 +330,13 @@ def save_safetensors(
     provenance: dict | None = None,
     dtype: torch.dtype | None = None,
     include_aux: bool = False,
+    calibration: dict | None = None,
 ) -> Path:
-    """Write weights + config + provenance as one self-describing safetensors file (atomically)."""
+    """Write weights + config + provenance as one self-describing safetensors file (atomically).
+
+    `calibration` (e.g. ``{"artifact_logit_bias": -1.5}``) is the default operating point,
+    stored as its own metadata entry; `load_checkpoint` returns it as ``provenance["calibration"]``
+    and `load_detector` applies it unless told not to."""
     from safetensors.torch import save
 
     tensors = {}
@@ -344,6 +352,8 @@ def save_safetensors(
         "config": json.dumps(_complete(config), sort_keys=True),
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
+    if calibration:
+        meta["calibration"] = json.dumps(dict(calibration), sort_keys=True)
     path = Path(path)
     atomic_write_bytes(path, save(tensors, metadata=meta))
     return path

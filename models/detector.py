@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..core.imageio import load_image, to_rgb_uint8
+from ..core.imageio import load_image, to_rgb_uint8, to_uint8
+from .preprocess import RESIZE_MODES, mean_std, normalize, resize_uint8
+from .segmentor import slide_logits
 
 _WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "pal-starter"
@@ -43,15 +45,64 @@ _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float1
            "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
-def _as_dtype(dtype) -> torch.dtype:
+def _as_dtype(dtype) -> torch.dtype | str:
+    """A dtype name -> torch.dtype; None -> fp32 (exact); "auto" stays "auto" (see resolve_dtype)."""
     if dtype is None:
         return torch.float32
     if isinstance(dtype, torch.dtype):
         return dtype
+    if str(dtype).lower() == "auto":
+        return "auto"
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of fp32, fp16, bf16") from None
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of auto, fp32, fp16, bf16") from None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 dot products in hardware (AMX-BF16 or AVX512-BF16).
+
+    torch's own checks first; /proc/cpuinfo only if this torch lacks them. (oneDNN runs bf16 on
+    any AVX512 CPU, emulated and slow without these units, so "supported" is not enough.)
+    """
+    checks = [getattr(torch.cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    checks = [c for c in checks if c is not None]
+    if checks:
+        try:
+            return any(bool(c()) for c in checks)
+        except Exception:  # noqa: BLE001 - an unusual build: fall through to cpuinfo
+            pass
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+# Architectures whose CPU bf16 outputs agree with fp32 (>= 99.5 % of decided pixels, |dPAR| <=
+# 0.002; benchmarks/bench_precision.py, numbers in the README). Others stay fp32 under "auto".
+BF16_CPU_ARCHS = frozenset({"SwinTransformer"})
+
+
+def _arch(config: dict) -> str:
+    bb = config.get("backbone") or {}
+    return f"timm:{bb.get('model_name')}" if bb.get("type") == "timm" else str(bb.get("type"))
+
+
+def resolve_dtype(dtype, device, config: dict | None = None) -> torch.dtype:
+    """What a detector runs in. "auto": bf16 on a CPU with native bf16 for an architecture in
+    BF16_CPU_ARCHS, else fp32; on CUDA bf16 where supported, else fp16; fp32 on MPS/others.
+    None or "fp32" is fp32, mmseg-exact (what the fidelity tests use)."""
+    dt = _as_dtype(dtype)
+    if dt != "auto":
+        return dt
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dev.type == "cpu" and cpu_has_native_bf16() and _arch(config or {}) in BF16_CPU_ARCHS:
+        return torch.bfloat16
+    return torch.float32
 
 
 @dataclass
@@ -89,20 +140,27 @@ class Detector:
     """A loaded PAL segmenter plus the official pre/post-processing."""
 
     def __init__(self, segmenter: torch.nn.Module, config: dict, device=None, dtype=None,
-                 resize: str | None = None, provenance: dict | None = None, source: str | None = None):
+                 resize: str | None = None, provenance: dict | None = None, source: str | None = None,
+                 calibration: dict | None = None):
         self.config = config
         self.provenance = provenance or {}
+        # Default operating point from the checkpoint's metadata: a bias added to the artifact
+        # logit before the softmax, so probability, mask and PAR (threshold 0.5 = argmax) are all
+        # read at the calibrated point. {} = the raw network.
+        self.calibration = dict(calibration or {})
+        self.artifact_logit_bias = float(self.calibration.get("artifact_logit_bias", 0.0))
         self.source = source
         self.device = torch.device(device) if device is not None else auto_device()
-        self.dtype = _as_dtype(dtype)
+        self.requested_dtype = dtype
+        self.dtype = resolve_dtype(dtype, self.device, config)
+        self._warm: set[tuple] = set()  # (shape, device, dtype) already run once
         pre = config.get("preprocess", {})
         size = pre.get("size", [512, 512])
         self.input_size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size else None
         self.resize = resize or pre.get("resize", "bicubic")
-        if self.resize not in ("bicubic", "bilinear"):
+        if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize={self.resize!r}: use 'bicubic' (official scripts) or 'bilinear' (mmseg test pipeline)")
-        self.mean = torch.tensor(pre.get("mean", [123.675, 116.28, 103.53]), dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(pre.get("std", [58.395, 57.12, 57.375]), dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in mean_std(pre))
         self.segmenter = segmenter.eval().to(self.device, self.dtype)
 
     def __repr__(self) -> str:
@@ -112,24 +170,34 @@ class Detector:
         if device is not None:
             self.device = torch.device(device)
         if dtype is not None:
-            self.dtype = _as_dtype(dtype)
+            self.requested_dtype = dtype
+        self.dtype = resolve_dtype(self.requested_dtype, self.device, self.config)
         self.segmenter.to(self.device, self.dtype)
         return self
 
+    def warmup(self, batch_size: int = 1, size: tuple[int, int] | None = None) -> float:
+        """Run one forward per new (batch, size, device, dtype) and return its seconds (0 if done).
+
+        oneDNN builds its kernels for each new shape on the first call (slow, worst for bf16); a
+        host's loader calls this so the first image it times is a warm one. Results are discarded.
+        """
+        import time
+
+        size = size or self.input_size or (512, 512)
+        key = ((int(batch_size), 3, int(size[0]), int(size[1])), str(self.device), self.dtype)
+        if key in self._warm:
+            return 0.0
+        t0 = time.perf_counter()
+        self.logits(torch.zeros(key[0]))
+        return time.perf_counter() - t0
+
     # ------------------------------------------------------------------ preprocessing
     def _resize_uint8(self, rgb: np.ndarray) -> np.ndarray:
-        if self.input_size is None or rgb.shape[:2] == self.input_size:
-            return rgb
-        h, w = self.input_size
-        if self.resize == "bilinear":
-            import cv2
-
-            return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
-        return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
+        return resize_uint8(rgb, self.input_size, self.resize)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """NCHW RGB on the 0..255 scale -> the segmenter's input (mmseg divides by std)."""
-        return (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
+        return normalize(x, mean=self.mean, std=self.std)
 
     def _to_uint8_list(self, images) -> tuple[list[np.ndarray], list[str | None]]:
         if isinstance(images, torch.Tensor):
@@ -138,7 +206,7 @@ class Detector:
                 t = t.unsqueeze(0)
             if t.ndim != 4 or t.shape[-1] not in (1, 3, 4):
                 raise ValueError(f"image tensor of shape {tuple(images.shape)}: expected [H,W,C] or [B,H,W,C] (ComfyUI IMAGE)")
-            arr = (t[..., :3].float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+            arr = to_uint8(t[..., :3])
             if arr.shape[-1] == 1:
                 arr = np.repeat(arr, 3, axis=-1)
             return list(arr), [None] * arr.shape[0]
@@ -170,10 +238,15 @@ class Detector:
         default 512x512 input that is a single window, i.e. the same as whole mode.
         """
         x = x.to(self.device, self.dtype)
+        self._warm.add((tuple(x.shape), str(self.device), self.dtype))
         test_cfg = self.config.get("test_cfg") or {}
         if test_cfg.get("mode") == "slide":
-            return slide_logits(self.segmenter, x, test_cfg["crop_size"], test_cfg["stride"]).float()
-        return self.segmenter(x).float()
+            out = slide_logits(self.segmenter, x, test_cfg["crop_size"], test_cfg["stride"]).float()
+        else:
+            out = self.segmenter(x).float()
+        if self.artifact_logit_bias:
+            out[:, 1] += self.artifact_logit_bias
+        return out
 
     def detect(self, images, threshold: float = 0.5, batch_size: int = 4):
         """One image -> Detection; a list or a [B,H,W,C] tensor -> list[Detection]."""
@@ -246,40 +319,12 @@ class Detector:
         return [d.par for d in dets]
 
 
-def slide_logits(segmenter, x: torch.Tensor, crop_size, stride) -> torch.Tensor:
-    """mmseg `slide_inference`: overlapping crops, logits summed and divided by the visit count."""
-    (h_crop, w_crop), (h_stride, w_stride) = crop_size, stride
-    b, _, h, w = x.shape
-    h_grids = max(h - h_crop + h_stride - 1, 0) // h_stride + 1
-    w_grids = max(w - w_crop + w_stride - 1, 0) // w_stride + 1
-    preds = count = None
-    for hi in range(h_grids):
-        for wi in range(w_grids):
-            y1, x1 = hi * h_stride, wi * w_stride
-            y2, x2 = min(y1 + h_crop, h), min(x1 + w_crop, w)
-            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-            out = segmenter(x[:, :, y1:y2, x1:x2]).float()
-            if preds is None:
-                preds = x.new_zeros((b, out.shape[1], h, w), dtype=torch.float32)
-                count = x.new_zeros((b, 1, h, w), dtype=torch.float32)
-            preds[:, :, y1:y2, x1:x2] += out
-            count[:, :, y1:y2, x1:x2] += 1
-    return preds / count
-
-
 def _ndarray_to_rgb_uint8(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
         raise ValueError(f"image array of shape {arr.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
-    if arr.dtype == np.uint8:
-        out = arr
-    elif arr.dtype == np.uint16:
-        out = (arr.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif np.issubdtype(arr.dtype, np.floating):
-        out = (np.clip(arr, 0, 1) * 255.0).round().astype(np.uint8)
-    else:
-        raise ValueError(f"image array dtype {arr.dtype}: expected uint8, uint16 or float in 0..1")
+    out = to_uint8(arr)
     if out.shape[-1] == 1:
         out = np.repeat(out, 3, axis=-1)
     return np.ascontiguousarray(out[..., :3])
@@ -294,10 +339,13 @@ def resolve_source(source: str | os.PathLike | None, download: bool = True) -> P
 
 def load_detector(source: str | os.PathLike | None = None, device=None, dtype=None,
                   trust_torchscript: bool = False, resize: str | None = None,
-                  input_size: Iterable[int] | None | str = "config", download: bool = True) -> Detector:
+                  input_size: Iterable[int] | None | str = "config", download: bool = True,
+                  calibration: bool | dict = True) -> Detector:
     """Load a checkpoint (safetensors, mmseg .pth, or TorchScript with `trust_torchscript`) or a
     registry name into a ready-to-use `Detector` on `device` (auto: cuda, mps, cpu).
-    A registry name that is not present is downloaded unless `download=False`."""
+    A registry name that is not present is downloaded unless `download=False`.
+    `calibration`: True = the checkpoint's stored operating point (if any), False = raw network,
+    or a dict such as ``{"artifact_logit_bias": 0.0}`` to override it."""
     from .checkpoint import build_from_checkpoint, load_checkpoint
     from .hub import resolve
 
@@ -307,4 +355,6 @@ def load_detector(source: str | os.PathLike | None = None, device=None, dtype=No
         config = dict(config, preprocess=dict(config.get("preprocess", {}),
                                               size=list(input_size) if input_size else None))
     model = build_from_checkpoint(sd, config, with_aux=False)  # the aux head is training-only
-    return Detector(model, config, device=device, dtype=dtype, resize=resize, provenance=prov, source=str(path))
+    calib = prov.get("calibration") if calibration is True else (calibration or None)
+    return Detector(model, config, device=device, dtype=dtype, resize=resize, provenance=prov, source=str(path),
+                    calibration=calib)

@@ -14,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from comfyui_pal.training import evaluate as E  # noqa: E402
 from comfyui_pal.training import loop as L  # noqa: E402
 from comfyui_pal.training.synth import SynthConfig, generate  # noqa: E402
 
@@ -217,12 +218,12 @@ def test_calibrate_bias_moves_the_threshold(tiny_data):
     torch.manual_seed(0)
     model = create_model(TINY, aux_head=False)
     samples = discover(tiny_data / "data", "test").samples
-    delta, table = L.calibrate_bias(model, samples, shifts=[-50.0, 0.0, 50.0])
+    delta, table = E.calibrate_bias(model, samples, shifts=[-50.0, 0.0, 50.0])
     gt_ratio_iou = table[50.0]  # everything predicted as artifact: IoU = artifact share of valid pixels
     assert table[-50.0] == 0.0 and 0 < gt_ratio_iou < 100
     assert delta in (-50.0, 0.0, 50.0) and table[delta] == max(table.values())
     sd = model.state_dict()
-    shifted = L.apply_bias_shift(sd, 2.5)
+    shifted = E.apply_bias_shift(sd, 2.5)
     assert torch.allclose(shifted["decode_head.conv_seg.bias"] - sd["decode_head.conv_seg.bias"],
                           torch.tensor([0.0, 2.5]))
     assert sd["decode_head.conv_seg.bias"] is not shifted["decode_head.conv_seg.bias"]

@@ -153,7 +153,7 @@ def test_training_states_are_read_without_running_code(tmp_path):
     import pytest
     import torch
 
-    from comfyui_pal.training.loop import load_state
+    from comfyui_pal.training.state import load_state
 
     class Evil:
         def __reduce__(self):

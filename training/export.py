@@ -20,9 +20,11 @@ SYNTHETIC_NOTE = (
 
 def export_safetensors(state_dict: Mapping, config: dict, path: str | os.PathLike, provenance: dict | None = None,
                        fp16: bool = True, metrics: Mapping | None = None, card: str | os.PathLike | None = "auto",
-                       description: str | None = None, license: str | None = None) -> Path:
-    """Write `path` (.safetensors, inference weights only) via the lead's `save_safetensors`, then a
-    model card: `card="auto"` writes `<stem>.md` next to it; a path writes there; None skips it."""
+                       description: str | None = None, license: str | None = None,
+                       calibration: dict | None = None) -> Path:
+    """Write `path` (.safetensors, inference weights only) via `save_safetensors`, then a model
+    card: `card="auto"` writes `<stem>.md` next to it; a path writes there; None skips it.
+    `calibration` = the default operating point, stored in the file's metadata."""
     import torch
 
     from ..models.checkpoint import save_safetensors
@@ -39,7 +41,8 @@ def export_safetensors(state_dict: Mapping, config: dict, path: str | os.PathLik
         prov.setdefault("metrics", metrics)
     if license:
         prov.setdefault("license", license)
-    save_safetensors(state_dict, config, path, provenance=prov, dtype=torch.float16 if fp16 else None)
+    save_safetensors(state_dict, config, path, provenance=prov, dtype=torch.float16 if fp16 else None,
+                     calibration=calibration)
     if card:
         card_path = path.with_suffix(".md") if card == "auto" else Path(card)
         write_model_card(path, card_path, metrics=metrics, description=description, license=license)
@@ -49,15 +52,9 @@ def export_safetensors(state_dict: Mapping, config: dict, path: str | os.PathLik
 def write_model_card(ckpt: Path, card_path: Path, metrics: Mapping | None = None, description: str | None = None,
                      license: str | None = None) -> Path:
     from ..core.imageio import atomic_write_text
+    from ..models.publish import make_model_card
 
-    try:
-        from ..models.hub import make_model_card
-    except ImportError:  # hub module not part of this build: minimal card
-        make_model_card = None
-    if make_model_card is not None:
-        text = make_model_card(ckpt, description=description, metrics=_flat_metrics(metrics), license=license)
-    else:
-        text = f"# {ckpt.stem}\n\n{description or ''}\n\n```json\n{json.dumps(metrics or {}, indent=1)}\n```\n"
+    text = make_model_card(ckpt, description=description, metrics=_flat_metrics(metrics), license=license)
     atomic_write_text(card_path, text)
     return card_path
 
@@ -81,18 +78,18 @@ def _flat_metrics(metrics: Mapping | None) -> dict | None:
 
 def export_from_state(state_path: str | os.PathLike, out: str | os.PathLike, metrics: Mapping | None = None,
                       fp16: bool = True, description: str | None = None, extra_provenance: dict | None = None,
-                      bias_shift: float = 0.0) -> Path:
+                      bias_shift: float = 0.0, calibration: dict | None = None, license: str | None = None) -> Path:
     """Export a `pal train` state (best.pt / latest.pt) with extra metrics (e.g. held-out IoU).
 
-    `bias_shift` raises the artifact logit (see `loop.calibrate_bias`); it is recorded in the
-    provenance as `artifact_logit_shift`.
+    `bias_shift` raises the artifact logit in the weights themselves (see
+    `evaluate.calibrate_bias`); it is recorded in the provenance as `artifact_logit_shift`.
+    `calibration` is stored as metadata instead (see `models.checkpoint.save_safetensors`).
     """
-    from .loop import load_state
+    from .evaluate import apply_bias_shift
+    from .state import load_state
 
     state = load_state(state_path)
     if bias_shift:
-        from .loop import apply_bias_shift
-
         state["model"] = apply_bias_shift(state["model"], bias_shift)
         extra_provenance = dict(extra_provenance or {}, artifact_logit_shift=bias_shift)
     prov = dict(state.get("provenance") or {})
@@ -104,4 +101,5 @@ def export_from_state(state_path: str | os.PathLike, out: str | os.PathLike, met
     if description is None and "training_data" in prov:
         description = SYNTHETIC_NOTE
     return export_safetensors(state["model"], state["model_config"], out, provenance=prov, fp16=fp16,
-                              metrics=metrics, description=description)
+                              metrics=metrics, description=description, calibration=calibration,
+                              license=license)

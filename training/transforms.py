@@ -82,12 +82,8 @@ def pad_to(img, label, size: int, ignore_index: int = IGNORE_INDEX):
 
 
 def test_resize(img: np.ndarray, size, mode: str = "bilinear") -> np.ndarray:
-    """Resize to (H, W) without keeping the ratio: 'bilinear' = mmseg (cv2), 'bicubic' = user scripts (PIL)."""
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
-    if img.shape[:2] == (h, w):
-        return img
-    if mode == "bicubic":
-        from PIL import Image
+    """Resize to (H, W) without keeping the ratio: 'bilinear' = mmseg (cv2), 'bicubic' = user scripts (PIL).
+    The one implementation is `models.preprocess.resize_uint8` (the detector's)."""
+    from ..models.preprocess import resize_uint8
 
-        return np.array(Image.fromarray(img).resize((w, h), Image.BICUBIC))
-    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    return resize_uint8(img, size, mode)
