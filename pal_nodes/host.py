@@ -255,21 +255,27 @@ def _base_model(model):
 def is_inpaint_model(model) -> bool:
     """True for inpainting / Fill-type models: those ComfyUI feeds a mask + masked image as extra input.
 
-    ComfyUI decides this when it loads the checkpoint (supported_models_base.inpaint_model: the UNet has
-    more input channels than the latent, e.g. 9 for SD1.5-inpainting) and then gives the model the
-    concat keys "mask"/"masked_image" (or "mask_inverted" for Fill models); that is what we read.
+    ComfyUI decides this when it loads the checkpoint: UNet inpainting models (more input channels than
+    the latent, e.g. 9 for SD1.5-inpainting) get the concat keys "mask"/"masked_image" (some video models
+    "mask_inverted"); Flux-style models take the extra input when the model has more than twice as many
+    input as output channels (Flux Fill: latent + masked image + mask; twice = image-only control models
+    such as Canny/Depth, which are not inpainting models). That is what we read.
     """
     bm = _base_model(model)
-    keys = getattr(bm, "concat_keys", None)
-    if keys is not None:
-        return any(k in ("mask", "masked_image", "mask_inverted") for k in keys)
+    keys = getattr(bm, "concat_keys", None) or ()
+    if any(k in ("mask", "masked_image", "mask_inverted") for k in keys):
+        return True
     cfg = getattr(bm, "model_config", None)
     try:
         unet = cfg.unet_config
-        latent_ch = getattr(cfg.latent_format, "latent_channels", 4)
-        return int(unet.get("in_channels", latent_ch)) > int(latent_ch)
+        latent_ch = int(getattr(cfg.latent_format, "latent_channels", 4))
     except AttributeError:
         return False
+    in_ch = int(unet.get("in_channels", latent_ch))
+    out_ch = int(unet.get("out_channels", latent_ch))
+    if not keys and in_ch > latent_ch and "out_channels" not in unet:
+        return True  # a UNet config that only states in_channels (9 vs a 4-channel latent)
+    return in_ch > 2 * out_ch
 
 
 def native_size(model) -> int:

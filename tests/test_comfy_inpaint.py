@@ -137,6 +137,15 @@ def test_inpaint_model_detection_and_auto_resolution():
     assert host.is_inpaint_model(types.SimpleNamespace(model=types.SimpleNamespace(model_config=cfg)))
     cfg.unet_config["in_channels"] = 4
     assert not host.is_inpaint_model(types.SimpleNamespace(model=types.SimpleNamespace(model_config=cfg)))
+
+    def flux(in_ch):  # Flux-style: no concat keys, the extra input is read from the channel counts
+        c = types.SimpleNamespace(unet_config={"in_channels": in_ch, "out_channels": 16},
+                                  latent_format=types.SimpleNamespace(latent_channels=16))
+        return types.SimpleNamespace(model=types.SimpleNamespace(concat_keys=(), model_config=c))
+
+    assert host.is_inpaint_model(flux(96))  # Fill: latent + masked image + mask
+    assert not host.is_inpaint_model(flux(32))  # Canny/Depth: latent + control image, no mask
+    assert not host.is_inpaint_model(flux(16))
     assert host.resolve_inpaint_mode("auto", fake_model(True)) == "inpaint model conditioning"
     assert host.resolve_inpaint_mode("auto", fake_model(False)) == "noise mask"
     assert host.resolve_inpaint_mode("VAEEncodeForInpaint", fake_model(False)) == "VAEEncodeForInpaint"
