@@ -335,7 +335,8 @@ def fetch(entry: dict, target_dir: Path, *, progress, keep_source: bool,
         target_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ModelNotAvailableError(f"model {name!r}: cannot create {target_dir} ({e}). {route}") from e
-    with file_lock(target_dir / ".locks" / f"{entry['filename']}.lock"):
+    lock = target_dir / ".locks" / f"{entry['filename']}.lock"
+    with file_lock(lock, on_wait=lambda: say(f"{name}: another process is downloading it; waiting ({lock})")):
         if target.is_file():  # another process finished it while we waited for the lock
             check_lock(target, name)
             return target

@@ -23,27 +23,36 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-
 @contextlib.contextmanager
-def file_lock(path: Path):
+def file_lock(path: Path, on_wait=None):
     """An exclusive inter-process lock on `path` (created). POSIX flock / Windows msvcrt; where
-    neither works, unique temp names + atomic rename still keep the cache consistent."""
+    neither works, unique temp names + atomic rename still keep the cache consistent.
+    `on_wait()` is called once if another process holds the lock (e.g. to say so)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+b")
     try:
         try:
             import fcntl
 
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         except ImportError:  # Windows
             try:
                 import msvcrt
 
+                waited = False
                 while True:
                     try:
-                        msvcrt.locking(f.fileno(), msvcrt.LK_LOCK, 1)
+                        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
                         break
                     except OSError:
+                        if on_wait is not None and not waited:
+                            on_wait()
+                        waited = True
                         time.sleep(0.2)
             except ImportError:  # pragma: no cover
                 pass

@@ -362,3 +362,23 @@ def test_through_the_a1111_script(drive, tmp_path, monkeypatch):
         path = mod.host.resolve_model("tiny-official")
         assert path == tmp_path / "webui" / "models" / "pal" / "tiny-official-w12.safetensors"
         assert drive.body_requests() == 1
+
+
+def test_the_download_lock_holds_across_processes(tmp_path):
+    """The lock the Drive fetch takes is inter-process (flock/msvcrt), not just inter-thread."""
+    import time
+
+    from comfyui_pal.models.lockfile import file_lock
+
+    lock = tmp_path / ".locks" / "x.lock"
+    code = ("import sys, time\nfrom pathlib import Path\nfrom comfyui_pal.models.lockfile import file_lock\n"
+            f"with file_lock(Path({str(lock)!r})):\n    print('held', flush=True)\n    time.sleep(1.5)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], env=child_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        waited, t0 = [], time.perf_counter()
+        with file_lock(lock, on_wait=lambda: waited.append(True)):
+            elapsed = time.perf_counter() - t0
+        assert waited == [True] and elapsed > 0.5
+    finally:
+        child.wait(30)
