@@ -11,6 +11,8 @@
     python benchmarks/bench_starter.py fewshot --data /work/data/synth-fewshot \
         --test /work/data/synth-heldout --type checkerboard --iters 300 --work-dir /tmp/fewshot
 
+    python benchmarks/bench_starter.py clean --data /data/clean/heldout   # PAR on clean pictures
+    python benchmarks/bench_starter.py targets --data HELDOUT_SYNTH --clean /data/clean/heldout
     python benchmarks/bench_starter.py bf16-curve --data D --model-config C --iters 200   # bf16 vs fp32 loss
 
 Data sets come from `pal synth` (see models/weights/pal-starter.command.sh for the seeds).
@@ -33,11 +35,11 @@ def _short(res: dict) -> dict:
             "per_task_aIoU": {k: v.get("aIoU") for k, v in res.get("per_task", {}).items()}}
 
 
-def latency(model: str | None, runs: int, threads: int) -> dict:
+def latency(model: str | None, runs: int, threads: int, dtype: str = "fp32") -> dict:
     from comfyui_pal.models import load_detector
 
     torch.set_num_threads(threads)
-    det = load_detector(model, device="cpu")
+    det = load_detector(model, device="cpu", dtype=dtype)
     img = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
     det.detect(img)  # warm-up
     t_detect = []
@@ -45,7 +47,7 @@ def latency(model: str | None, runs: int, threads: int) -> dict:
         t = time.perf_counter()
         det.detect(img)
         t_detect.append(time.perf_counter() - t)
-    x = torch.randn(1, 3, 512, 512)
+    x = torch.randn(1, 3, 512, 512, dtype=det.segmenter.decode_head.conv_seg.weight.dtype)
     t_net = []
     with torch.inference_mode():
         det.segmenter(x)
@@ -54,7 +56,7 @@ def latency(model: str | None, runs: int, threads: int) -> dict:
             det.segmenter(x)
             t_net.append(time.perf_counter() - t)
     params = sum(p.numel() for p in det.segmenter.parameters())
-    return {"bench": "latency_512", "model": str(model or "pal-starter"), "threads": threads,
+    return {"bench": "latency_512", "model": str(model or "pal-starter"), "threads": threads, "dtype": dtype,
             "detect_median_s": statistics.median(t_detect), "detect_min_s": min(t_detect),
             "network_median_s": statistics.median(t_net), "network_min_s": min(t_net), "params": params,
             "load_1min": _load()}
@@ -65,6 +67,23 @@ def _load() -> float | None:
         return float(open("/proc/loadavg").read().split()[0])
     except OSError:
         return None
+
+
+def clean_par(model: str | None, folder: str, threads: int, calibration: bool = True) -> dict:
+    """PAR (the official definition, at the checkpoint's operating point) on pictures with no
+    artifact at all: a detector that does no harm scores them ~0."""
+    from comfyui_pal.core.imageio import iter_image_paths
+    from comfyui_pal.models import load_detector
+
+    torch.set_num_threads(threads)
+    det = load_detector(model, device="cpu", calibration=calibration)
+    files = sorted(iter_image_paths([folder]))
+    pars = {p.name: det.detect(p).par for p in files}
+    v = np.array(list(pars.values()))
+    return {"bench": "clean_par", "model": str(model or "pal-starter"), "folder": folder, "n": len(v),
+            "calibration": det.calibration or None, "median": float(np.median(v)),
+            "p95": float(np.percentile(v, 95)), "max": float(v.max()), "mean": float(v.mean()),
+            "n_zero": int((v == 0).sum()), "per_image": {k: round(x, 5) for k, x in pars.items()}}
 
 
 def heldout(model: str | None, data: str, split: str, threads: int) -> dict:
@@ -113,6 +132,27 @@ def fewshot(model: str | None, data: str, test: str, type_: str, iters: int, wor
             "after": {"aIoU_type": a.get("aIoU"), **_short(after)}}
 
 
+def targets(model: str | None, data: str, clean: str, split: str, threads: int, runs: int) -> dict:
+    """Issue #11's targets, each measured here (few-shot is its own command: it trains)."""
+    import os
+
+    from comfyui_pal.models.detector import resolve_source
+
+    path = resolve_source(model)
+    c = clean_par(model, clean, threads)
+    h = heldout(model, data, split, threads)
+    lat = {dt: latency(model, runs, threads, dt) for dt in ("fp32", "bf16")}
+    size_mb = os.path.getsize(path) / 1e6
+    checks = {"clean_median<=0.01": c["median"] <= 0.01, "clean_p95<=0.03": c["p95"] <= 0.03,
+              "heldout_aIoU>=60": (h["aIoU"] or 0) >= 60, "size<=20MB": size_mb <= 20,
+              "latency_fp32<=0.2s": lat["fp32"]["detect_median_s"] <= 0.2,
+              "latency_bf16<=0.2s": lat["bf16"]["detect_median_s"] <= 0.2}
+    return {"bench": "targets", "model": str(path), "size_mb": round(size_mb, 2),
+            "clean": {k: c[k] for k in ("n", "median", "p95", "max", "n_zero", "calibration")},
+            "heldout": h, "latency": {k: {x: v[x] for x in ("detect_median_s", "network_median_s", "load_1min")}
+                                      for k, v in lat.items()}, "checks": checks}
+
+
 def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads: int, crop: int, batch: int,
                backbone_weights: str | None, split: str) -> dict:
     """Train the same model from the same init on the same batches with --amp off and bf16;
@@ -141,7 +181,10 @@ def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve"))
+    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve", "clean", "targets"))
+    p.add_argument("--clean", default=None, help="folder of clean pictures (targets)")
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--raw", action="store_true", help="ignore the checkpoint's calibration (clean)")
     p.add_argument("--model-config", default="models/weights/pal-starter.config.json")
     p.add_argument("--backbone-weights", default=None)
     p.add_argument("--model", default=None, help="default: the bundled pal-starter")
@@ -158,7 +201,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
     if a.what == "latency":
-        res = latency(a.model, a.runs, a.threads)
+        res = latency(a.model, a.runs, a.threads, a.dtype)
+    elif a.what == "clean":
+        res = clean_par(a.model, a.data, a.threads, calibration=not a.raw)
+    elif a.what == "targets":
+        res = targets(a.model, a.data, a.clean, a.split, a.threads, a.runs)
     elif a.what == "heldout":
         res = heldout(a.model, a.data, a.split, a.threads)
     elif a.what == "oracle":

@@ -212,3 +212,26 @@ def test_operating_point_keeps_clean_pictures_near_zero():
     assert all(float((m + op["artifact_logit_bias"] > 0).mean()) == 0.0 for m in margins)
     assert op["artifact_logit_bias"] == max(d for d in (-20.0, -10.0, -3.0, 0.0)
                                             if all(float((m + d > 0).mean()) == 0.0 for m in margins))
+
+
+def test_make_starter_calibrates_and_exports_with_metadata(tmp_path):
+    from comfyui_pal.core.imageio import save_image_atomic
+    from comfyui_pal.models import load_detector
+    from comfyui_pal.training import make_starter
+
+    data = tmp_path / "d"
+    generate(SynthConfig(out=str(data), n_train=4, n_val=4, seed=2, size=64, clean_ratio=0.5,
+                         skimage_names=("camera",)))
+    L.train(_cfg(data, tmp_path / "w", 2), log=lambda m: None)
+    clean = tmp_path / "clean"
+    for i in range(2):
+        save_image_atomic(np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8), clean / f"{i}.png")
+    out = tmp_path / "starter.safetensors"
+    assert make_starter.main(["--state", str(tmp_path / "w" / "latest.pt"), "--clean", str(clean), "--val",
+                              str(data), "--out", str(out), "--threads", "1"]) == 0
+    det = load_detector(out, device="cpu")
+    cal = det.calibration
+    assert cal["artifact_logit_bias"] == det.artifact_logit_bias
+    assert cal["fit"]["n_clean"] >= 2 and "rule" in cal["fit"]
+    assert "official PAL4VST weights" in out.with_suffix(".md").read_text()
+    assert det.provenance["backbone_source"]["license"].startswith("BSD-3")
