@@ -357,7 +357,7 @@ def fetch(entry: dict, target_dir: Path, *, progress, keep_source: bool,
             try:
                 tmp_src, original, info = download(file_id, target_dir, progress=cb, what=f"model {name!r}")
             except DriveError as e:
-                raise type(e)(e.kind, f"{e} {route}") from None
+                raise type(e)(e.kind, f"{str(e).rstrip('.')}. {route}") from None
             finally:
                 close()
             got = tmp_src.stat().st_size

@@ -99,6 +99,12 @@ def user_registry_path() -> Path:
     return Path(base).expanduser() / "comfyui-pal" / "registry.json"
 
 
+def search_dirs(dirs: list[Path]) -> list[Path]:
+    """The host's folders, then the CLI's user models folder (always searched)."""
+    user = user_models_dir()
+    return dirs + ([user] if user not in dirs else [])
+
+
 def env_key(name: str) -> str:
     """Registry name -> environment-variable suffix: 'pal4vst-unified' -> 'PAL4VST_UNIFIED'."""
     return re.sub(r"[^0-9A-Za-z]", "_", name).upper()
