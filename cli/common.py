@@ -13,7 +13,10 @@ def add_model_args(p, default_help: str = "bundled starter model") -> None:
                         "verified and converted on first use) or Hub reference hf:owner/repo[@rev][/file] "
                         f"(default: {default_help})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: auto)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"], help="inference precision (default fp32)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="inference precision. auto (default): bf16 on CPUs with native bf16 (AMX/AVX512-BF16) for "
+                        "architectures measured to agree with fp32 (Swin), fp32 on other CPUs and models, bf16 or "
+                        "fp16 on CUDA; fp32 = exact mmseg numbers")
     p.add_argument("--resize", default=None, choices=["bicubic", "bilinear"],
                    help="resize to 512: bicubic (official scripts, default) or bilinear (mmseg test pipeline)")
     p.add_argument("--trust-torchscript", action="store_true",

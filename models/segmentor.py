@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EncoderDecoder"]
+__all__ = ["EncoderDecoder", "slide_logits"]
 
 
 class EncoderDecoder(nn.Module):
@@ -43,26 +43,30 @@ class EncoderDecoder(nn.Module):
 
     @torch.no_grad()
     def slide_inference(self, x: torch.Tensor, crop_size, stride) -> torch.Tensor:
-        """mmseg ``slide_inference``: overlapping crops, logits averaged where they overlap.
+        """mmseg ``slide_inference`` (see ``slide_logits``)."""
+        return slide_logits(self, x, crop_size, stride)
 
-        The official ConvNeXt configs name this test mode (crop 512, stride 341/426); at the
-        official 512x512 input it is a single window, i.e. equal to ``forward``.
-        """
-        h_crop, w_crop = crop_size
-        h_stride, w_stride = stride
-        b, _, h, w = x.shape
-        h_grids = max(h - h_crop + h_stride - 1, 0) // h_stride + 1
-        w_grids = max(w - w_crop + w_stride - 1, 0) // w_stride + 1
-        preds = None
-        count = x.new_zeros((b, 1, h, w))
-        for hi in range(h_grids):
-            for wi in range(w_grids):
-                y1, x1 = hi * h_stride, wi * w_stride
-                y2, x2 = min(y1 + h_crop, h), min(x1 + w_crop, w)
-                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-                crop = self.encode_decode(x[:, :, y1:y2, x1:x2])
-                if preds is None:
-                    preds = x.new_zeros((b, crop.shape[1], h, w))
-                preds += F.pad(crop, (x1, w - x2, y1, h - y2))
-                count[:, :, y1:y2, x1:x2] += 1
-        return preds / count
+
+def slide_logits(segmenter, x: torch.Tensor, crop_size, stride) -> torch.Tensor:
+    """mmseg ``slide_inference``: overlapping crops, logits summed in float32 and divided by the visit count.
+
+    The official ConvNeXt configs name this test mode (crop 512, stride 341/426); at the official
+    512x512 input it is a single window, i.e. equal to ``segmenter(x)``.
+    """
+    (h_crop, w_crop), (h_stride, w_stride) = crop_size, stride
+    b, _, h, w = x.shape
+    h_grids = max(h - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w - w_crop + w_stride - 1, 0) // w_stride + 1
+    preds = count = None
+    for hi in range(h_grids):
+        for wi in range(w_grids):
+            y1, x1 = hi * h_stride, wi * w_stride
+            y2, x2 = min(y1 + h_crop, h), min(x1 + w_crop, w)
+            y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
+            out = segmenter(x[:, :, y1:y2, x1:x2]).float()
+            if preds is None:
+                preds = x.new_zeros((b, out.shape[1], h, w), dtype=torch.float32)
+                count = x.new_zeros((b, 1, h, w), dtype=torch.float32)
+            preds[:, :, y1:y2, x1:x2] += out
+            count[:, :, y1:y2, x1:x2] += 1
+    return preds / count

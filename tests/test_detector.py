@@ -38,17 +38,45 @@ def _assert_mask(mask, exp_mask, logits):
     assert ok.mean() > 0.99
 
 
+# Which mmseg array each case's full-size logits are checked against. Every case is checked:
+# the w12 fixture stores no B_logits (fixtures README), so there the reference is mmseg's own
+# decode-head logits resized like mmseg's predict (bilinear, align_corners=False).
+REFERENCE = {
+    ("tiny_swin_upernet_w7", "A"): "A_logits", ("tiny_swin_upernet_w7", "B"): "B_logits",
+    ("tiny_swin_upernet_w12", "A"): "A_logits", ("tiny_swin_upernet_w12", "B"): "B_decode_logits>resize",
+    ("tiny_convnext_upernet", "A"): "A_logits", ("tiny_convnext_upernet", "B"): "B_slide_logits",
+}
+
+
+def _reference_logits(exp, key: str, size) -> np.ndarray:
+    if key.endswith(">resize"):
+        dec = torch.from_numpy(exp[key.split(">")[0]])
+        return torch.nn.functional.interpolate(dec, size=size, mode="bilinear", align_corners=False).numpy()
+    return exp[key]
+
+
 @pytest.mark.parametrize("name", TINY)
-def test_pth_matches_mmseg_logits_and_masks(fixtures_dir, inputs, name):
-    det = load_detector(fixtures_dir / f"{name}.pth", device="cpu", input_size=None)
+@pytest.mark.parametrize("dtype", [None, "fp32"])
+def test_pth_matches_mmseg_logits_and_masks(fixtures_dir, inputs, name, dtype):
+    det = load_detector(fixtures_dir / f"{name}.pth", device="cpu", input_size=None, dtype=dtype)
+    assert det.dtype == torch.float32
     exp = _expected(fixtures_dir, name)
     for case in "AB":
         logits = det.logits(torch.from_numpy(inputs[f"{case}_input"])).numpy()
-        key = f"{case}_slide_logits" if f"{case}_slide_logits" in exp.files else f"{case}_logits"
-        if key in exp.files:
-            np.testing.assert_allclose(logits, exp[key], atol=ATOL, rtol=0)
+        ref = _reference_logits(exp, REFERENCE[(name, case)], logits.shape[-2:])
+        np.testing.assert_allclose(logits, ref, atol=ATOL, rtol=0)
         mask_key = f"{case}_slide_mask" if f"{case}_slide_mask" in exp.files else f"{case}_mask"
         _assert_mask(logits.argmax(1), exp[mask_key], logits)
+
+
+def test_reference_table_covers_every_stored_logits_array(fixtures_dir):
+    for name in TINY:
+        exp = _expected(fixtures_dir, name)
+        stored = {k for k in exp.files if k.endswith("_logits") and not k.endswith(("decode_logits", "aux_logits"))
+                  and "seg_logits" not in k}
+        used = {REFERENCE[(name, c)] for c in "AB"}
+        assert stored <= used, (name, stored - used)  # nothing stored is left unchecked
+        assert all(k.split(">")[0] in exp.files for k in used), name
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -236,3 +264,68 @@ def test_save_safetensors_is_atomic_and_records_provenance(fixtures_dir, tmp_pat
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     det = load_detector(out, device="cpu")
     assert det.provenance == {"data": "unit test"} and det.input_size == (512, 512)
+
+
+def test_dtype_auto_knows_the_cpu_and_the_architecture(fixtures_dir, monkeypatch):
+    from comfyui_pal.models import detector as dmod
+
+    swin = {"backbone": {"type": "SwinTransformer"}}
+    starter = {"backbone": {"type": "timm", "model_name": "regnetx_002"}}
+    monkeypatch.setattr(dmod, "cpu_has_native_bf16", lambda: True)
+    assert dmod.resolve_dtype("auto", "cpu", swin) == torch.bfloat16
+    assert dmod.resolve_dtype("auto", "cpu", starter) == torch.float32  # missed the agreement target
+    for exact in (None, "fp32", torch.float32):
+        assert dmod.resolve_dtype(exact, "cpu", swin) == torch.float32
+    assert dmod.resolve_dtype("bf16", "cpu", starter) == torch.bfloat16  # explicit wins
+    monkeypatch.setattr(dmod, "cpu_has_native_bf16", lambda: False)
+    assert dmod.resolve_dtype("auto", "cpu", swin) == torch.float32  # emulated bf16 is slow
+    assert dmod.resolve_dtype("AUTO", "mps", swin) == torch.float32
+    with pytest.raises(ValueError, match="auto, fp32, fp16, bf16"):
+        dmod.resolve_dtype("int8", "cpu", swin)
+    monkeypatch.setattr(dmod, "cpu_has_native_bf16", lambda: True)
+    det = load_detector(fixtures_dir / "tiny_swin_upernet_w12.pth", device="cpu", dtype="auto", input_size=None)
+    assert det.dtype == torch.bfloat16 and next(det.segmenter.parameters()).dtype == torch.bfloat16
+    det.to(dtype="fp32")
+    assert det.dtype == torch.float32 and next(det.segmenter.parameters()).dtype == torch.float32
+
+
+def test_cpu_bf16_check_uses_torch_then_cpuinfo(monkeypatch):
+    from comfyui_pal.models import detector as dmod
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert dmod.cpu_has_native_bf16()
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not dmod.cpu_has_native_bf16()
+
+
+def test_warmup_once_per_shape_and_bf16_close_to_fp32(fixtures_dir, inputs):
+    det = load_detector(fixtures_dir / "tiny_swin_upernet_w7.pth", device="cpu", dtype="bf16", input_size=(64, 64))
+    assert det.warmup() > 0
+    assert det.warmup() == 0.0  # same shape, device and dtype: nothing to do
+    assert det.warmup(batch_size=2) > 0
+    x = torch.from_numpy(inputs["A_input"])
+    low = det.logits(x)
+    ref = det.to(dtype="fp32").logits(x)
+    assert low.dtype == torch.float32
+    decided = (ref[:, 1] - ref[:, 0]).abs() >= 0.05
+    assert (low.argmax(1) == ref.argmax(1))[decided].float().mean() > 0.99
+
+
+def test_score_batch_size_gives_the_same_pars(tmp_path, capsys):
+    from comfyui_pal.cli import main as pal
+
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(40, 60), (64, 64), (50, 30)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(tmp_path / f"im{i}.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    out = {}
+    for bs in ("1", "2"):
+        rc = pal(["score", str(tmp_path), "--batch-size", bs, "--dtype", "fp32"])
+        assert rc == 1  # the broken file is reported, the others are scored
+        recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        out[bs] = {r["image"]: r.get("par", "error") for r in recs}
+    assert out["1"].keys() == out["2"].keys() and sum(v == "error" for v in out["1"].values()) == 1
+    for k, v in out["1"].items():  # batched kernels may round differently: a pixel or two at most
+        assert v == out["2"][k] if v == "error" else abs(v - out["2"][k]) <= 1e-4
+    assert pal(["score", str(tmp_path), "--batch-size", "0"]) == 2

@@ -246,3 +246,50 @@ def test_timm_pretrained_path_loads_local_file(tmp_path):
     assert torch.equal(model.backbone.body.conv1.weight, full.conv1.weight)
     assert not torch.equal(src.backbone.body.conv1.weight, full.conv1.weight)
     assert model.config["backbone"]["pretrained_path"] is None
+
+
+@pytest.mark.parametrize("hw, size, align", [((8, 10), (16, 20), False), ((8, 10), (64, 80), False),
+                                              ((25, 38), (50, 76), False), ((7, 10), (50, 76), False),
+                                              ((1, 1), (5, 7), False), ((7, 10), (50, 76), True)])
+def test_conv3x3_of_upsampled_equals_resize_then_conv(hw, size, align):
+    from comfyui_pal.models.uper_head import conv3x3_of_upsampled
+
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 16, *hw, generator=g), torch.randn(8, 16, 3, 3, generator=g)
+    ref = F.conv2d(F.interpolate(x, size=size, mode="bilinear", align_corners=align), w, padding=1)
+    got = conv3x3_of_upsampled(x, w, size, align)
+    assert got.shape == ref.shape
+    assert float((got - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+
+
+def test_lowres_fuse_equals_mmseg_op_order(inputs):
+    model, _ = _tiny_model("tiny_swin_upernet_w12")
+    exp = np.load(FIX / "tiny_swin_upernet_w12.expected.npz")
+    assert model.decode_head.lowres_fuse  # the inference default
+    with torch.inference_mode():
+        for case in "AB":
+            x = torch.from_numpy(inputs[f"{case}_input"])
+            fast = model(x)
+            model.decode_head.set_lowres_fuse(False)
+            literal = model(x)
+            model.decode_head.set_lowres_fuse(True)
+            assert float((fast - literal).abs().max()) <= 1e-5
+            dec = model.decode_head(model.extract_feat(x))
+            assert float((dec - torch.from_numpy(exp[f"{case}_decode_logits"])).abs().max()) <= ATOL
+    model.train()  # training keeps mmseg's literal order (and its autograd graph)
+    calls = []
+    model.decode_head._fuse_lowres = lambda outs: calls.append(1)
+    model.forward_train(torch.from_numpy(inputs["A_input"]).repeat(2, 1, 1, 1))
+    assert not calls
+
+
+def test_one_slide_implementation(inputs):
+    from comfyui_pal.models import detector, segmentor
+
+    assert detector.slide_logits is segmentor.slide_logits
+    model, cfg = _tiny_model("tiny_convnext_upernet")
+    x = torch.from_numpy(inputs["B_input"])
+    with torch.inference_mode():
+        whole = model(x[:, :, :64, :64])
+        one_window = model.slide_inference(x[:, :, :64, :64], (64, 64), (40, 40))
+    assert torch.allclose(whole, one_window, atol=1e-6)

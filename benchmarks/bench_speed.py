@@ -1,0 +1,196 @@
+"""Speed of the detector network on this machine: candidates side by side, batching, the starter.
+
+Every comparison runs its variants alternately (A B C, C B A, ...) in one process after one
+warm-up each, and prints every run, the medians and the ratios to the first variant: on a shared
+machine only such ratios mean something. Output: JSON lines.
+
+    python benchmarks/bench_speed.py candidates [--runs 7] [--threads 2] [--size 512] [--compile]
+    python benchmarks/bench_speed.py batch [--batches 1 4] [--dtype fp32]
+    python benchmarks/bench_speed.py starter [--model M]       # fp32 and bf16 (CPU) latency, cold and warm
+    python benchmarks/bench_speed.py cold [--preset P]          # first call (kernel creation) vs warm, per dtype
+
+`candidates` (PAL4VST Swin-B-w12 UperNet, random weights, fp32 unless named):
+  literal       mmseg's op order (UPerHead.set_lowres_fuse(False)), the reference
+  default       what load_detector runs in fp32 (low-resolution FPN fuse)
+  +bnfold       default + eval BatchNorm folded into the head's convs (not in the library)
+  +cl_head      default + channels_last for the decode head (not in the library)
+  +sdpa         default + backbone.set_fused_attn(True)
+  bf16          the default network cast to bf16 (what dtype="auto" runs on native-bf16 CPUs)
+  compile       torch.compile(default), only with --compile; compile time printed separately
+Each line also gives max |logits - literal|.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
+
+
+def alternate(variants: dict, runs: int) -> dict[str, list[float]]:
+    """Time each callable `runs` times, order reversed every other round, after one warm-up each."""
+    times = {k: [] for k in variants}
+    with torch.inference_mode():
+        for f in variants.values():
+            f()
+        for i in range(runs):
+            items = list(variants.items())
+            for name, f in items if i % 2 == 0 else items[::-1]:
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+            print(json.dumps({"run": i + 1, **{k: round(v[-1], 3) for k, v in times.items()}, "load1": _load()}),
+                  flush=True)
+    return times
+
+
+def summary(times: dict[str, list[float]], bench: str, **extra) -> dict:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ref = next(iter(med))
+    out = {"bench": bench, **extra, "median_s": {k: round(v, 3) for k, v in med.items()},
+           "ratio_to_" + ref: {k: round(v / med[ref], 3) for k, v in med.items()}, "runs": len(times[ref]),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "load1": _load()}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def fold_bn_(model: torch.nn.Module) -> torch.nn.Module:
+    """Candidate: fold each eval ConvModule's BatchNorm into its conv (measured, not shipped)."""
+    from comfyui_pal.models.uper_head import ConvModule
+
+    for m in model.modules():
+        if isinstance(m, ConvModule) and isinstance(m.bn, torch.nn.BatchNorm2d):
+            bn = m.bn
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv = torch.nn.Conv2d(m.conv.in_channels, m.conv.out_channels, m.conv.kernel_size,
+                                   padding=m.conv.padding, bias=True)
+            conv.weight.data = m.conv.weight.data * scale.view(-1, 1, 1, 1)
+            conv.bias.data = bn.bias.data - bn.running_mean * scale
+            m.conv, m.bn = conv, torch.nn.Identity()
+    return model
+
+
+class _ChannelsLastHead(torch.nn.Module):
+    def __init__(self, head):
+        super().__init__()
+        self.head = head.to(memory_format=torch.channels_last)
+
+    def forward(self, feats):
+        return self.head([f.contiguous(memory_format=torch.channels_last) for f in feats])
+
+
+def candidates(args) -> None:
+    from comfyui_pal.models import create_model
+
+    torch.manual_seed(0)
+    base = create_model(args.preset, aux_head=False).eval()
+    x = torch.randn(1, 3, args.size, args.size)
+
+    def clone():
+        return copy.deepcopy(base)
+
+    literal = clone()
+    literal.decode_head.set_lowres_fuse(False)
+    default = clone()
+    bnfold = fold_bn_(clone())
+    cl = clone()
+    cl.decode_head = _ChannelsLastHead(cl.decode_head)
+    sdpa = clone()
+    sdpa.backbone.set_fused_attn(True)
+    bf16 = clone().to(torch.bfloat16)
+    nets = {"literal": (literal, x), "default": (default, x), "+bnfold": (bnfold, x), "+cl_head": (cl, x),
+            "+sdpa": (sdpa, x), "bf16": (bf16, x.bfloat16())}
+    if args.compile:
+        comp = torch.compile(clone())
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            comp(x)
+        print(json.dumps({"bench": "compile", "first_call_incl_compile_s": round(time.perf_counter() - t0, 1)}),
+              flush=True)
+        nets["compile"] = (comp, x)
+    with torch.inference_mode():
+        ref = literal(x).float()
+        diffs = {k: float((m(inp).float() - ref).abs().max()) for k, (m, inp) in nets.items()}
+    print(json.dumps({"bench": "candidates_max_abs_logit_diff_vs_literal", **diffs}), flush=True)
+    times = alternate({k: (lambda m=m, inp=inp: m(inp)) for k, (m, inp) in nets.items()}, args.runs)
+    summary(times, "candidates", preset=args.preset, size=args.size)
+
+
+def batch(args) -> None:
+    from comfyui_pal.models import Detector, create_model
+
+    torch.manual_seed(0)
+    model = create_model(args.preset, aux_head=False)
+    det = Detector(model, model.config, device="cpu", dtype=args.dtype)
+    xs = {b: torch.randn(b, 3, args.size, args.size) for b in args.batches}
+    times = alternate({f"batch{b}": (lambda b=b: det.logits(xs[b])) for b in args.batches}, args.runs)
+    per_image = {k: [t / int(k[5:]) for t in v] for k, v in times.items()}
+    summary(per_image, "batch_per_image", preset=args.preset, dtype=str(det.dtype))
+
+
+def starter(args) -> None:
+    import numpy as np
+
+    from comfyui_pal.models import load_detector
+
+    dets = {d: load_detector(args.model, device="cpu", dtype=d) for d in ("fp32", "bf16")}
+    img = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+    cold = {}
+    for d, det in dets.items():
+        t0 = time.perf_counter()
+        det.detect(img)
+        cold[d] = round(time.perf_counter() - t0, 3)
+    print(json.dumps({"bench": "starter_first_call_s", **cold}), flush=True)
+    times = alternate({f"detect_{d}": (lambda det=det: det.detect(img)) for d, det in dets.items()}, args.runs)
+    summary(times, "starter_detect", model=str(args.model or "pal-starter"), size=args.size)
+
+
+def cold(args) -> None:
+    """First forward at a new shape (oneDNN creates its kernels) against the next ones, per dtype."""
+    from comfyui_pal.models import create_model
+
+    torch.manual_seed(0)
+    out = {}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        m = create_model(args.preset, aux_head=False).eval().to(dt)
+        x = torch.randn(1, 3, args.size, args.size, dtype=dt)
+        ts = []
+        with torch.inference_mode():
+            for _ in range(3):
+                t0 = time.perf_counter()
+                m(x)
+                ts.append(round(time.perf_counter() - t0, 2))
+        out[name] = ts
+        del m
+    print(json.dumps({"bench": "first_three_calls_s", "preset": args.preset, **out, "load1": _load()}), flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", choices=("candidates", "batch", "starter", "cold"))
+    p.add_argument("--preset", default="pal4vst-swin-b-w12")
+    p.add_argument("--model", default=None, help="starter: checkpoint (default: the bundled pal-starter)")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--runs", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--compile", action="store_true", help="candidates: also torch.compile (opt-in; slow to compile)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    {"candidates": candidates, "batch": batch, "starter": starter, "cold": cold}[a.what](a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
