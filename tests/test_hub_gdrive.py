@@ -382,3 +382,18 @@ def test_the_download_lock_holds_across_processes(tmp_path):
         assert waited == [True] and elapsed > 0.5
     finally:
         child.wait(30)
+
+
+def test_torchscript_file_with_the_trust_flag_keeps_only_its_weights(drive, tmp_path):
+    from comfyui_pal.models.checkpoint import load_checkpoint
+
+    _sd, w7_config, _ = load_checkpoint(FIX / "tiny_swin_upernet_w7.pth")
+    ts = FIX / "tiny_swin_upernet_w7.end2end.pt"
+    drive.add("1TinyTorchScriptId_0002", ts.read_bytes(), "end2end.pt", mode="confirm")
+    write_user_registry(tmp_path, {"tiny-official": entry(config=w7_config, size_approx=ts.stat().st_size)})
+    path = hub.download("tiny-official", torchscript=True, trust_torchscript=True, progress=False)
+    sd, _config, prov = load_checkpoint(path)  # a plain safetensors now: no code, no trust needed
+    assert prov["gdrive_file_id"] == "1TinyTorchScriptId_0002" and prov["source_format"] == "mmdeploy-torchscript"
+    ref, _, _ = load_checkpoint(FIX / "tiny_swin_upernet_w7.pth")
+    assert set(sd) == {k for k in ref if not k.startswith("auxiliary_head.")}
+    assert all((sd[k] == ref[k]).all() for k in sd)  # the same weights as the .pth
