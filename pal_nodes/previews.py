@@ -16,10 +16,10 @@ GREEN, RED = (0, 200, 0), (230, 30, 30)  # same colours as `pal fix`'s _fix_vis.
 
 
 def _u8(x) -> np.ndarray:
-    x = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
-    if x.dtype == np.uint8:
-        return x
-    return np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    from ..core.imageio import to_uint8  # the one float<->uint8 conversion
+
+    # C order: a VAE decode gives channel-last *views*, which cv2 drawing refuses (seen in real ComfyUI)
+    return np.ascontiguousarray(to_uint8(x))
 
 
 def _resize(arr: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -183,6 +183,16 @@ def test_zoom_crop_batch_and_composite_roundtrip_identity_outside():
     assert torch.allclose(out[0, 15, 15], torch.tensor(0.5))  # the artifact itself is replaced
 
 
+def test_composite_overlay_of_channel_last_views():
+    # VAEDecode returns a movedim view (not C-contiguous): the overlay's cv2 drawing must still work
+    img = torch.rand((1, 3, 64, 80)).movedim(1, -1)
+    assert not img.is_contiguous()
+    m = blob_mask(1, 64, 80, [(0, (20, 20, 30, 30))])
+    crops, _, stitch = result(NODES["PALZoomCrop"]().crop(img, m, 1.5, 64, 1, 8, 0, -1))
+    out, _, overlay = result(NODES["PALComposite"]().paste(img, crops.movedim(-1, 1).movedim(1, -1), stitch))
+    assert overlay.shape[0] == 1 and out.shape == img.shape
+
+
 def test_zero_components_placeholder_passes_image_through():
     img = rand_image(2, 64, 80)
     crops, cmasks, stitch = result(NODES["PALZoomCrop"]().crop(img, torch.zeros(1, 64, 64), 1.5, 64, 16, 8, -1, -1))
