@@ -28,7 +28,6 @@ CI = _checker()
 # shrink (the test fails on a new cycle and on a listed one that is gone, so it gets deleted here).
 KNOWN_LAZY_CYCLES: list[list[str]] = [
     ["comfyui_pal.core.fix", "comfyui_pal.core.options"],  # options.fix_options builds a FixOptions
-    ["comfyui_pal.training.export", "comfyui_pal.training.loop"],  # issue 15: the training split
 ]
 
 
