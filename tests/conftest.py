@@ -17,7 +17,7 @@ class _CheckoutIsNotATestPackage:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collect_directory(self, path, parent):
-        if path == ROOT and (path / "__init__.py").is_file():
+        if path.resolve() == ROOT and (path / "__init__.py").is_file():
             return pytest.Dir.from_parent(parent, path=path)
         return None
 
