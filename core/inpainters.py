@@ -38,6 +38,14 @@ def _check(crops, masks) -> tuple[np.ndarray, np.ndarray]:
     return c, m
 
 
+def _masked(masks: np.ndarray):
+    """(index, bool mask) of each crop that has something to fill (mask > 0.5); the others stay as they are."""
+    for i in range(masks.shape[0]):
+        mk = masks[i] > 0.5
+        if mk.any():
+            yield i, mk
+
+
 class IdentityInpainter:
     """Returns the crops unchanged (tests, dry runs)."""
 
@@ -74,10 +82,7 @@ class OpenCVInpainter:
         c, m = _check(crops, masks)
         flag = cv2.INPAINT_TELEA if self.method == "telea" else cv2.INPAINT_NS
         out = c.copy()
-        for i in range(c.shape[0]):
-            mk = m[i] > 0.5
-            if not mk.any():
-                continue
+        for i, mk in _masked(m):
             filled = to_float01(cv2.inpaint(to_uint8(c[i]), mk.astype(np.uint8), self.radius, flag))
             out[i][mk] = filled[mk]
         return out
@@ -96,10 +101,7 @@ class BiharmonicInpainter:
 
         c, m = _check(crops, masks)
         out = c.copy()
-        for i in range(c.shape[0]):
-            mk = m[i] > 0.5
-            if not mk.any():
-                continue
+        for i, mk in _masked(m):
             if mk.all():  # nothing to interpolate from; leave unchanged rather than fail
                 continue
             ys, xs = np.nonzero(mk)
@@ -218,7 +220,7 @@ class DiffusersInpainter:
         dev = getattr(pipe, "device", torch.device("cpu"))
         s = c.shape[1]
         out = c.copy()
-        todo = [i for i in range(c.shape[0]) if (m[i] > 0.5).any()]
+        todo = [i for i, _ in _masked(m)]
         for start in range(0, len(todo), self.batch_size):
             idx = todo[start : start + self.batch_size]
             imgs = [Image.fromarray(to_uint8(c[i])) for i in idx]
