@@ -69,8 +69,8 @@ function markdownOf(lines) {
 
 /**
  * Nodes 2.0 in frontend 1.27 keeps the first value a markdown widget had (its view never watches
- * later values), so after Vue has rendered we also write the lines into that view directly. Later
- * frontends re-render from the value; this then finds the text already there and does nothing.
+ * later values), and a markdown view may drop inline colours, so after Vue has
+ * rendered we write the coloured lines into that view directly (again after a slow re-render).
  */
 function patchVueNode(node, lines) {
   const doc = globalThis.document;
@@ -78,7 +78,7 @@ function patchVueNode(node, lines) {
   const apply = () => {
     try {
       const box = doc.querySelector(`[data-node-id="${node.id}"] .comfy-markdown-content`);
-      if (!box || box.textContent.includes(lines[0].text)) return;
+      if (!box) return;
       box.replaceChildren(...lines.map((l) => {
         const line = doc.createElement("div");
         line.textContent = l.text;

@@ -153,3 +153,31 @@ test("frontends without DOM widgets get a plain text widget; none at all still w
   b.onDrawForeground(ctx);
   assert.deepEqual(ctx.drawn.map((d) => d.text), ["PAR 50.00%"]);
 });
+
+test("Nodes 2.0: the rendered markdown view of the widget gets the coloured lines, and follows the setting", async () => {
+  const doc = fakeDocument();
+  const box = doc.createElement("div");
+  let asked = "";
+  doc.querySelector = (sel) => { asked = sel; return box; };
+  globalThis.document = doc;
+  try {
+    let setting = 0.05;
+    const ext = await loadExtension(undefined);
+    globalThis.__palApp.extensionManager.setting.get = () => setting;
+    class Node extends WidgetNode {}
+    await ext.beforeRegisterNodeDef(Node, { name: "PALScore" });
+    const n = new Node();
+    n.onNodeCreated();
+    n.onExecuted({ pal_par: [0.2] });
+    assert.equal(asked, '[data-node-id="3"] .comfy-markdown-content');
+    assert.equal(box.textContent, "PAR 20.00%");
+    assert.equal(box.children[0].style.color, "#f85149");
+    setting = 0.5;
+    globalThis.__palApp.graph = { _nodes: [n] };
+    ext.settings[0].onChange(0.5);
+    assert.equal(box.children[0].style.color, "#3fb950", "recoloured when the threshold changes");
+  } finally {
+    delete globalThis.document;
+    delete globalThis.__palApp.graph;
+  }
+});
