@@ -29,7 +29,8 @@ def available_models() -> list[str]:
     from ..models import list_models
     from ..models.registry import RegistryError
 
-    names = list(host.list_local_models())
+    # Hub downloads live under models/pal/hf/...; they are listed once, as their hf: reference.
+    names = [n for n in host.list_local_models() if not n.replace("\\", "/").startswith("hf/")]
     try:
         rows = list_models(model_dirs=model_dirs())
     except RegistryError as e:

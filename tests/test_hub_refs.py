@@ -195,6 +195,7 @@ def test_not_downloading_makes_no_request(fake, ckpt):
 
 
 def test_comfyui_loader_hub_id(fake, ckpt, tmp_path, monkeypatch):
+    from comfyui_pal.pal_nodes import host
     from comfyui_pal.pal_nodes import model as pal_model
 
     pushed(fake, ckpt)
@@ -203,7 +204,10 @@ def test_comfyui_loader_hub_id(fake, ckpt, tmp_path, monkeypatch):
     pm = pal_model.load("pal-starter", "cpu", "fp32", hub_id=REPO)  # hub_id wins over the dropdown
     assert Path(pm.path).is_relative_to(comfy) and Path(pm.path).read_bytes() == ckpt.read_bytes()
     assert pm.name == REPO
-    assert f"hf:{REPO}" in pal_model.available_models()  # listed once downloaded
+    monkeypatch.setattr(host, "list_local_models", lambda: [str(Path(pm.path).relative_to(comfy)), "mine.pth"])
+    names = pal_model.available_models()
+    assert f"hf:{REPO}" in names and "mine.pth" in names  # listed once downloaded, by its reference
+    assert not [n for n in names if n.startswith("hf/")]  # not a second time as a models/pal/hf/... file
 
 
 def test_a1111_style_resolution_with_a_reference(fake, ckpt, tmp_path):
