@@ -22,6 +22,7 @@ from modules import paths, processing, shared
 from PIL import Image
 
 from ..core import options as O
+from ..core.imageio import to_float01, to_uint8
 from . import args as A
 
 TITLE = A.TITLE
@@ -273,7 +274,7 @@ def make_inpainter(p, index: int, a: dict, done: list):
                 done.append(False)
                 continue
             s = out.shape[1]
-            crop = Image.fromarray(np.clip(np.rint(crops[k] * 255.0), 0, 255).astype(np.uint8))
+            crop = Image.fromarray(to_uint8(crops[k]))
             mask = Image.fromarray((np.asarray(masks[k]) > 0.5).astype(np.uint8) * 255, mode="L")
             try:
                 res = img2img_pass(p, index, crop, mask, a, seed_offset=sum(done))
@@ -286,7 +287,7 @@ def make_inpainter(p, index: int, a: dict, done: list):
                 res = res.convert("RGB")
                 if res.size != (s, s):
                     res = res.resize((s, s), Image.LANCZOS)
-                out[k] = np.asarray(res, dtype=np.float32) / 255.0
+                out[k] = to_float01(np.asarray(res))
         return out
 
     return inpaint
@@ -306,7 +307,7 @@ def autofix(image: np.ndarray, det, a: dict, inpaint, size: int, done: list | No
     values = {k: a[k] for k in ("threshold", "zoom", "size", "dilation", "min_area", "max_regions", "order",
                                 "color_match", "par_guard", "rounds")}
     values["color_match"] = bool(a["color_match"] or opt("pal_color_match"))
-    res = fix.fix_image(cur, det, inpainter, O.fix_options(values, size=size))
+    res = fix.fix_image(cur, det, inpainter, fix.FixOptions.from_schema(values, size=size))
     r = res.report
     done = list(done or [])
     crops = r["crops"]

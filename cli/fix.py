@@ -109,7 +109,7 @@ def make_vis(before: np.ndarray, after: np.ndarray, mask: np.ndarray, crops: lis
 
 
 def run(args) -> int:
-    from ..core.fix import fix_image
+    from ..core.fix import FixOptions, fix_image
     from ..core.imageio import save_image_atomic
     from ..core.inpainters import make_inpainter
 
@@ -122,7 +122,7 @@ def run(args) -> int:
         emit({"error": f"--mask {mask_arg} does not exist"})
         return 2
     try:
-        opts = O.fix_options(O.cli_values(args, FIX_OPTIONS))
+        opts = FixOptions.from_schema(O.cli_values(args, FIX_OPTIONS))
         # make_inpainter refuses options a backend does not take: the diffusers flags go only to diffusers
         diffusers_opts = dict(
             prompt=args.prompt, negative_prompt=args.negative_prompt, steps=args.steps,

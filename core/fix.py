@@ -30,7 +30,7 @@ def _d(name: str):
 
 @dataclass
 class FixOptions:
-    """Core fix options. Defaults come from the option schema; ``options.fix_options`` maps host values
+    """Core fix options. Defaults come from the option schema; ``from_schema`` maps host values
     (``-1``/``0`` = auto sentinels) onto these fields."""
 
     zoom: float = _d("zoom")  # crop side = zoom * longest component side
@@ -47,6 +47,33 @@ class FixOptions:
     color_match: bool = _d("color_match")  # match the patch's Lab mean/std to the ring around the mask
     guard: bool = _d("par_guard")  # re-detect and keep a crop only if its artifact ratio went down
     rounds: int = _d("rounds")  # repeat detect -> fix (needs a detector beyond round 1)
+
+    @classmethod
+    def from_schema(cls, values, *, size: int | None = None) -> FixOptions:
+        """Host values by schema name (``core/options.py``: ``-1``/``0`` = auto sentinels) -> FixOptions.
+
+        ``size`` resolves ``size = 0`` (auto): the host passes what auto means to it; 512 if it passes nothing.
+        """
+        v = dict(values)
+        kw: dict = {}
+        if "size" in v:
+            kw["size"] = int(v["size"]) or int(size or 512)
+        elif size:
+            kw["size"] = int(size)
+        if "dilation" in v:
+            kw["dilate"] = "auto" if int(v["dilation"]) < 0 else int(v["dilation"])
+        if "feather" in v:
+            kw["feather"] = "auto" if int(v["feather"]) < 0 else int(v["feather"])
+        if "merge_overlap" in v:
+            kw["merge_overlap"] = float(v["merge_overlap"]) or None
+        if "par_guard" in v:
+            kw["guard"] = bool(v["par_guard"])
+        if "max_regions" in v:
+            kw["max_regions"] = int(v["max_regions"]) or None  # schema: 0 = all
+        for k in ("zoom", "min_side", "overflow", "threshold", "min_area", "order", "color_match", "rounds"):
+            if k in v:
+                kw[k] = v[k]
+        return cls(**kw)
 
     def plan_kwargs(self) -> dict:
         return dict(

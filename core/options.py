@@ -362,33 +362,3 @@ def json_schema(host: str) -> dict:
             row["aliases"] = list(o.aliases)
         rows.append(row)
     return {"host": host, "options": rows}
-
-
-# ----------------------------------------------------------------------------- to the core
-def fix_options(values: Mapping, *, size: int | None = None):
-    """Host-level values (canonical names, sentinels) -> :class:`core.fix.FixOptions`.
-
-    ``size`` resolves ``size = 0`` (auto): the host passes what auto means to it; 512 if it passes nothing.
-    """
-    from .fix import FixOptions
-
-    v = dict(values)
-    kw: dict = {}
-    if "size" in v:
-        kw["size"] = int(v["size"]) or int(size or 512)
-    elif size:
-        kw["size"] = int(size)
-    if "dilation" in v:
-        kw["dilate"] = "auto" if int(v["dilation"]) < 0 else int(v["dilation"])
-    if "feather" in v:
-        kw["feather"] = "auto" if int(v["feather"]) < 0 else int(v["feather"])
-    if "merge_overlap" in v:
-        kw["merge_overlap"] = float(v["merge_overlap"]) or None
-    if "par_guard" in v:
-        kw["guard"] = bool(v["par_guard"])
-    if "max_regions" in v:
-        kw["max_regions"] = int(v["max_regions"]) or None
-    for k in ("zoom", "min_side", "overflow", "threshold", "min_area", "order", "color_match", "rounds"):
-        if k in v:
-            kw[k] = v[k]
-    return FixOptions(**kw)

@@ -59,8 +59,10 @@ def resolve_size(size: int, height: int, width: int, auto: int, notes: list | No
 
 
 def plan_options(values: dict, size: int):
-    """Schema values -> core FixOptions (the one mapping of the -1/0 'auto' sentinels, core/options.py)."""
-    return O.fix_options({k: v for k, v in values.items() if k != "size"}, size=size)
+    """Schema values -> core FixOptions (the one mapping of the -1/0 'auto' sentinels, FixOptions.from_schema)."""
+    from ..core.fix import FixOptions
+
+    return FixOptions.from_schema({k: v for k, v in values.items() if k != "size"}, size=size)
 
 
 def make_plan(image, mask=None, zoom=1.5, size=0, min_area=16, max_regions=8, dilation=-1, feather=-1,

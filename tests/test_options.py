@@ -89,11 +89,11 @@ def test_fix_options_mapping_and_core_defaults_agree():
                         ("max_regions", "max_regions"), ("order", "order"), ("rounds", "rounds"),
                         ("color_match", "color_match"), ("par_guard", "guard")]:
         assert getattr(core, field) == O.get(name, "cli").default, name
-    f = O.fix_options({"size": 0, "dilation": -1, "feather": 12, "merge_overlap": 0.0, "max_regions": 0,
+    f = FixOptions.from_schema({"size": 0, "dilation": -1, "feather": 12, "merge_overlap": 0.0, "max_regions": 0,
                        "par_guard": True}, size=1024)
     assert (f.size, f.dilate, f.feather, f.merge_overlap, f.max_regions, f.guard) == (1024, "auto", 12, None,
                                                                                       None, True)
-    assert O.fix_options({"size": 0}).size == 512
+    assert FixOptions.from_schema({"size": 0}).size == 512
 
 
 def test_json_schema():
