@@ -10,11 +10,11 @@ machine only such ratios mean something. Output: JSON lines.
     python benchmarks/bench_speed.py cold [--preset P]          # first call (kernel creation) vs warm, per dtype
 
 `candidates` (PAL4VST Swin-B-w12 UperNet, random weights, fp32 unless named):
-  literal       mmseg's op order (UPerHead.set_lowres_fuse(False)), the reference
-  default       what load_detector runs in fp32 (low-resolution FPN fuse)
+  literal       mmseg's op order (set_lowres_fuse(False), set_fused_attn(False)), the reference
+  default       what load_detector runs in fp32 (low-resolution FPN fuse, SDPA window attention)
+  -sdpa         default with mmseg's explicit attention softmax (set_fused_attn(False))
   +bnfold       default + eval BatchNorm folded into the head's convs (not in the library)
   +cl_head      default + channels_last for the decode head (not in the library)
-  +sdpa         default + backbone.set_fused_attn(True)
   bf16          the default network cast to bf16 (what dtype="auto" runs on native-bf16 CPUs)
   compile       torch.compile(default), only with --compile; compile time printed separately
 Each line also gives max |logits - literal|.
@@ -101,15 +101,17 @@ def candidates(args) -> None:
 
     literal = clone()
     literal.decode_head.set_lowres_fuse(False)
+    literal.backbone.set_fused_attn(False)
     default = clone()
     bnfold = fold_bn_(clone())
     cl = clone()
     cl.decode_head = _ChannelsLastHead(cl.decode_head)
-    sdpa = clone()
-    sdpa.backbone.set_fused_attn(True)
+    nosdpa = clone()
+    nosdpa.backbone.set_fused_attn(False)
     bf16 = clone().to(torch.bfloat16)
+    bf16.decode_head.conv_seg.float()  # as Detector does
     nets = {"literal": (literal, x), "default": (default, x), "+bnfold": (bnfold, x), "+cl_head": (cl, x),
-            "+sdpa": (sdpa, x), "bf16": (bf16, x.bfloat16())}
+            "-sdpa": (nosdpa, x), "bf16": (bf16, x.bfloat16())}
     if args.compile:
         comp = torch.compile(clone())
         t0 = time.perf_counter()

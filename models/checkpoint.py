@@ -197,9 +197,22 @@ def _parse_config_text(text: str | None) -> dict:
     return out
 
 
+def _mmseg_hints(parsed: dict) -> dict:
+    """The checkpoint's own mmseg config through the one translator (`factory.config_from_mmseg`);
+    {} when there is none or it does not translate (then tensor shapes and defaults decide)."""
+    if not isinstance(parsed.get("model"), Mapping):
+        return {}
+    from .factory import config_from_mmseg
+
+    try:
+        return config_from_mmseg(parsed)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return {}
+
+
 def infer_config(sd: Mapping[str, torch.Tensor], meta_config_text: str | None = None) -> dict:
     """Infer our architecture config from mmseg-named tensor shapes (Swin or ConvNeXt + UPerHead)."""
-    mm = _parse_config_text(meta_config_text).get("model") or {}
+    mm = _mmseg_hints(_parse_config_text(meta_config_text))
     mm_bb, mm_dh, mm_aux = (mm.get(k) or {} for k in ("backbone", "decode_head", "auxiliary_head"))
     shape = {k: tuple(v.shape) for k, v in sd.items()}
 

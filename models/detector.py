@@ -161,7 +161,8 @@ class Detector:
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize={self.resize!r}: use 'bicubic' (official scripts) or 'bilinear' (mmseg test pipeline)")
         self.mean, self.std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in mean_std(pre))
-        self.segmenter = segmenter.eval().to(self.device, self.dtype)
+        self.segmenter = segmenter.eval()
+        self._place()
 
     def __repr__(self) -> str:
         return f"Detector(source={self.source!r}, device={self.device}, dtype={self.dtype}, input_size={self.input_size})"
@@ -172,8 +173,14 @@ class Detector:
         if dtype is not None:
             self.requested_dtype = dtype
         self.dtype = resolve_dtype(self.requested_dtype, self.device, self.config)
-        self.segmenter.to(self.device, self.dtype)
+        self._place()
         return self
+
+    def _place(self) -> None:
+        self.segmenter.to(self.device, self.dtype)
+        head = getattr(self.segmenter, "decode_head", None)
+        if self.dtype != torch.float32 and isinstance(getattr(head, "conv_seg", None), torch.nn.Conv2d):
+            head.conv_seg.float()  # a 1x1 conv: fp32 logits cost nothing and keep PAR steady
 
     def warmup(self, batch_size: int = 1, size: tuple[int, int] | None = None) -> float:
         """Run one forward per new (batch, size, device, dtype) and return its seconds (0 if done).

@@ -98,11 +98,12 @@ def _relative_position_index(window: int) -> torch.Tensor:
 class WindowMSA(nn.Module):
     """Window multi-head self-attention with relative position bias (mmseg ``WindowMSA``).
 
-    ``fused_attn`` (default False) switches to ``F.scaled_dot_product_attention``; the default
-    explicit softmax path is bit-identical to mmseg.
+    ``fused_attn``: ``F.scaled_dot_product_attention`` (same maths, ~1e-7 rounding difference) or
+    the explicit softmax path, bit-identical to mmseg. Default None = SDPA in eval mode (measured
+    faster on CPU, benchmarks/bench_speed.py) and the explicit path in training.
     """
 
-    fused_attn = False
+    fused_attn: bool | None = None
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
@@ -120,15 +121,27 @@ class WindowMSA(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
+    def _position_bias(self, n: int) -> torch.Tensor:
+        """[heads, N, N] from the table; cached while the table is unchanged and no grad is needed."""
+        t = self.relative_position_bias_table
+        if torch.is_grad_enabled():
+            return t[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        key = (t.data_ptr(), t._version, t.dtype, t.device)
+        cached = getattr(self, "_bias_cache", None)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False):  # a normal tensor, usable outside inference mode too
+                bias = t[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+            self._bias_cache = cached = (key, bias)
+        return cached[1]
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # x: [B*nW, N, C]; mask: [nW, N, N] of 0/-100 or None.
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1)
-        if self.fused_attn:
-            # Optional SDPA path: same maths, different rounding (~1e-6); off by default.
+        bias = self._position_bias(n)
+        if self.fused_attn or (self.fused_attn is None and not self.training):
+            # SDPA: same maths, different rounding (~1e-7 on the fixtures).
             if mask is not None:
                 nw = mask.shape[0]
                 bias = (bias.unsqueeze(0) + mask.unsqueeze(1)).repeat(bw // nw, 1, 1, 1)
@@ -163,6 +176,44 @@ def _shift_mask(hp: int, wp: int, window: int, shift: int, device: torch.device)
     return torch.zeros(diff.shape, device=device).masked_fill(diff != 0, -100.0)
 
 
+_WINDOW_INDEX: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
+
+
+def _window_index(h: int, w: int, ws: int, s: int, device: torch.device):
+    """Token gathers equal to mmseg's pad -> roll(-s) -> window partition and its inverse.
+
+    ``fwd`` [nW*ws*ws] indexes the h*w tokens in window order (padded cells point at token 0 and
+    are listed in ``pad`` to be zeroed); ``inv`` [h*w] indexes the window-ordered tokens back in
+    image order (reverse partition -> roll(+s) -> crop). One copy each way instead of three.
+    """
+    key = (h, w, ws, s, str(device))
+    hit = _WINDOW_INDEX.get(key)
+    if hit is not None:
+        return hit
+    with torch.inference_mode(False):  # cached: must also serve autograd (training) calls
+        hit = _build_window_index(h, w, ws, s, device)
+    if len(_WINDOW_INDEX) > 64:  # a few shapes per stage in practice; bound it anyway
+        _WINDOW_INDEX.clear()
+    _WINDOW_INDEX[key] = hit
+    return hit
+
+
+def _build_window_index(h: int, w: int, ws: int, s: int, device: torch.device):
+    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    ry, rx = torch.arange(hp), torch.arange(wp)
+    src_y, src_x = (ry + s) % hp, (rx + s) % wp  # rolled[y, x] = padded[(y + s) % hp, (x + s) % wp]
+    # window order: (win_row, win_col, i, j) over the rolled grid
+    wy = ry.view(hp // ws, ws)[:, None, :, None].expand(hp // ws, wp // ws, ws, ws)
+    wx = rx.view(wp // ws, ws)[None, :, None, :].expand(hp // ws, wp // ws, ws, ws)
+    py, px = src_y[wy].reshape(-1), src_x[wx].reshape(-1)
+    valid = (py < h) & (px < w)
+    fwd = torch.where(valid, py * w + px, torch.zeros_like(py))
+    pad = None if bool(valid.all()) else (~valid).nonzero().view(-1).to(device)
+    inv = torch.empty(h * w, dtype=torch.long)
+    inv[fwd[valid]] = valid.nonzero().view(-1)
+    return fwd.to(device), inv.to(device), pad
+
+
 class ShiftWindowMSA(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, shift_size: int, qkv_bias: bool,
                  qk_scale: float | None, attn_drop: float, proj_drop: float, drop_path: float):
@@ -176,25 +227,20 @@ class ShiftWindowMSA(nn.Module):
         b, _, c = x.shape
         h, w = hw
         ws, s = self.window_size, self.shift_size
-        x = x.view(b, h, w, c)
-        pad_b, pad_r = (-h) % ws, (-w) % ws
-        if pad_b or pad_r:  # pad first, then roll (mmseg order)
-            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
-        hp, wp = h + pad_b, w + pad_r
+        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
         if s > 0:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
             if mask is None:
                 mask = _shift_mask(hp, wp, ws, s, x.device).to(x.dtype)
         else:
             mask = None
-        x = x.view(b, hp // ws, ws, wp // ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, c)
-        x = self.w_msa(x, mask)
-        x = x.view(b, hp // ws, wp // ws, ws, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, c)
-        if s > 0:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        if pad_b or pad_r:
-            x = x[:, :h, :w, :]
-        return self.drop(x.reshape(b, h * w, c))
+        # mmseg: pad (zeros) -> roll(-s) -> partition; here one gather, padded cells zeroed.
+        fwd, inv, pad = _window_index(h, w, ws, s, x.device)
+        xw = x.index_select(1, fwd)
+        if pad is not None:
+            xw.index_fill_(1, pad, 0.0)
+        xw = self.w_msa(xw.view(-1, ws * ws, c), mask)
+        # reverse partition -> roll(+s) -> crop, as one gather
+        return self.drop(xw.view(b, -1, c).index_select(1, inv))
 
 
 class FFN(nn.Module):
@@ -306,11 +352,12 @@ class SwinTransformer(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def set_fused_attn(self, enable: bool = True) -> SwinTransformer:
-        """Use SDPA for window attention (faster on some devices; not bit-identical to mmseg)."""
+    def set_fused_attn(self, enable: bool | None = True) -> SwinTransformer:
+        """SDPA window attention on (True), off (False: mmseg's explicit softmax, bit-identical) or
+        None (default: SDPA in eval mode only)."""
         for m in self.modules():
             if isinstance(m, WindowMSA):
-                m.fused_attn = bool(enable)
+                m.fused_attn = None if enable is None else bool(enable)
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

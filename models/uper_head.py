@@ -111,7 +111,9 @@ class UPerHead(nn.Module):
             x = self.fpn_bottleneck(torch.cat(outs, dim=1))
         if self.dropout is not None:
             x = self.dropout(x)
-        return self.conv_seg(x)
+        # The classifier may be kept in fp32 under bf16/fp16 (Detector does): logits of a few
+        # units rounded to bf16 move by ~0.02, enough to flip near-tie pixels one way.
+        return self.conv_seg(x.to(self.conv_seg.weight.dtype))
 
     def _fuse_lowres(self, outs: list[torch.Tensor]) -> torch.Tensor:
         """fpn_bottleneck(cat([outs[0], resize(outs[1]), ...])) with each resized part's conv at low resolution."""

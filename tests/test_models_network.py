@@ -293,3 +293,39 @@ def test_one_slide_implementation(inputs):
         whole = model(x[:, :, :64, :64])
         one_window = model.slide_inference(x[:, :, :64, :64], (64, 64), (40, 40))
     assert torch.allclose(whole, one_window, atol=1e-6)
+
+
+def test_checkpoint_meta_config_goes_through_the_one_translator(monkeypatch):
+    from comfyui_pal.models import checkpoint, factory
+
+    obj = torch.load(FIX / "tiny_convnext_upernet.pth", map_location="cpu", weights_only=True)
+    seen = []
+    real = factory.config_from_mmseg
+    monkeypatch.setattr(factory, "config_from_mmseg", lambda c: seen.append(c) or real(c))
+    cfg = checkpoint.infer_config(obj["state_dict"], obj["meta"]["config"])
+    assert len(seen) == 1
+    want = config_from_mmseg(json.loads((FIX / "tiny_convnext_upernet.config.json").read_text()))
+    assert cfg["test_cfg"] == want["test_cfg"] and cfg["test_cfg"]["mode"] == "slide"
+    assert cfg["backbone"]["drop_path_rate"] == want["backbone"]["drop_path_rate"]
+    # no meta, or meta that does not translate: tensor shapes and defaults still decide
+    for text in (None, "model = dict(backbone=dict(type='ResNetV1c'))"):
+        assert checkpoint.infer_config(obj["state_dict"], text)["backbone"]["type"] == "ConvNeXt"
+
+
+@pytest.mark.parametrize("h, w, ws, s", [(13, 19, 7, 3), (7, 10, 12, 6), (16, 16, 8, 4), (13, 19, 7, 0)])
+def test_window_gather_equals_mmseg_pad_roll_partition(h, w, ws, s):
+    from comfyui_pal.models.swin import _window_index
+
+    x = torch.randn(2, h * w, 3)
+    hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+    lit = F.pad(x.view(2, h, w, 3), (0, 0, 0, wp - w, 0, hp - h))
+    lit = torch.roll(lit, shifts=(-s, -s), dims=(1, 2)) if s else lit
+    lit = lit.view(2, hp // ws, ws, wp // ws, ws, 3).permute(0, 1, 3, 2, 4, 5).reshape(2, -1, 3)
+    fwd, inv, pad = _window_index(h, w, ws, s, x.device)
+    got = x.index_select(1, fwd)
+    if pad is not None:
+        got.index_fill_(1, pad, 0.0)
+    assert torch.equal(got, lit)
+    back = lit.view(2, hp // ws, wp // ws, ws, ws, 3).permute(0, 1, 3, 2, 4, 5).reshape(2, hp, wp, 3)
+    back = torch.roll(back, shifts=(s, s), dims=(1, 2)) if s else back
+    assert torch.equal(lit.index_select(1, inv), back[:, :h, :w].reshape(2, h * w, 3))
