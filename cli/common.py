@@ -14,9 +14,10 @@ def add_model_args(p, default_help: str = "bundled starter model") -> None:
                         f"(default: {default_help})")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: auto)")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="inference precision. auto (default): bf16 on CPUs with native bf16 (AMX/AVX512-BF16) for "
-                        "architectures measured to agree with fp32 (Swin), fp32 on other CPUs and models, bf16 or "
-                        "fp16 on CUDA; fp32 = exact mmseg numbers")
+                   help="inference precision. auto (default): bf16 or fp16 on CUDA; on CPUs bf16 only where the CPU "
+                        "has native bf16 (AMX/AVX512-BF16) and the architecture met the agreement target (none so "
+                        "far, see README 'Performance'), else fp32. fp32 = exact mmseg numbers. bf16 on a native-bf16 "
+                        "CPU is about 2x faster than fp32 for Swin-B")
     p.add_argument("--resize", default=None, choices=["bicubic", "bilinear"],
                    help="resize to 512: bicubic (official scripts, default) or bilinear (mmseg test pipeline)")
     p.add_argument("--trust-torchscript", action="store_true",

@@ -80,9 +80,11 @@ def cpu_has_native_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-# Architectures whose CPU bf16 outputs agree with fp32 (>= 99.5 % of decided pixels, |dPAR| <=
-# 0.002; benchmarks/bench_precision.py, numbers in the README). Others stay fp32 under "auto".
-BF16_CPU_ARCHS = frozenset({"SwinTransformer"})
+# Architectures whose CPU bf16 outputs meet the agreement target (>= 99.5 % of pixels with an fp32
+# logit gap >= 0.05, and |dPAR| <= 0.002; benchmarks/bench_precision.py, numbers in the README).
+# Measured: Swin-B (random weights) 99.99 % but |dPAR| 0.013; the regnetx_002 starter 100 % but
+# |dPAR| 0.0022. Both miss, so "auto" keeps fp32 on CPUs for now; bf16 stays available explicitly.
+BF16_CPU_ARCHS: frozenset[str] = frozenset()
 
 
 def _arch(config: dict) -> str:
