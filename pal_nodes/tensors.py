@@ -122,11 +122,15 @@ def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
 
 
 def to_u8(image_hwc: torch.Tensor) -> np.ndarray:
-    return (image_hwc.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    from ..core.imageio import to_uint8
+
+    return to_uint8(image_hwc)
 
 
 def from_u8(arr: np.ndarray, device=None) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr)).float() / 255.0
+    from ..core.imageio import to_float01
+
+    t = torch.from_numpy(to_float01(arr))
     return t.to(device) if device is not None else t
 
 
@@ -134,12 +138,12 @@ def overlay_u8(image_hwc: torch.Tensor, mask_hw: torch.Tensor) -> np.ndarray:
     """Official PAL overlay (0.7*img + 0.3*magenta on artifact pixels) as uint8 for previews."""
     from ..core.par import overlay
 
-    return overlay(to_u8(image_hwc), mask_hw.detach().cpu().numpy() >= 0.5)
+    return overlay(to_u8(image_hwc), mask_hw.detach().cpu().numpy() > 0.5)  # strict, see core/par.py
 
 
 def mask_par(mask_hw: torch.Tensor, threshold: float = 0.5) -> float:
-    """Share of pixels >= threshold (PAR of a given mask, at its own resolution)."""
-    return float((mask_hw >= threshold).float().mean().item())
+    """Share of pixels > threshold (PAR of a given mask, at its own resolution; strict, see core/par.py)."""
+    return float((mask_hw > threshold).float().mean().item())
 
 
 def split_images(images) -> list[torch.Tensor]:
