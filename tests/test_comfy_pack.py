@@ -128,3 +128,11 @@ def test_option_inputs_come_from_the_one_schema(pack, node_id):
 def test_seed_tooltip_matches_the_code(pack):
     tip = pack.NODE_CLASS_MAPPINGS["PALAutoFix"].INPUT_TYPES()["required"]["seed"][1]["tooltip"]
     assert "seed + 1000 * r + k" in tip  # what nodes_zoom.PALAutoFix.fix does (tested in test_comfy_inpaint)
+
+
+def test_every_node_has_a_help_page(pack, repo_root):
+    # the frontend fetches /extensions/<pack folder>/docs/<NodeName>.md (WEB_DIRECTORY = ./web)
+    for name in pack.NODE_CLASS_MAPPINGS:
+        page = repo_root / "web" / "docs" / f"{name}.md"
+        assert page.is_file(), f"web/docs/{name}.md missing"
+        assert page.read_text().startswith(f"# {pack.NODE_DISPLAY_NAME_MAPPINGS[name]}")
