@@ -414,8 +414,8 @@ def save_previews(p, index: int, a: dict, before: np.ndarray, info: dict) -> lis
     if a["save_before"]:
         saved.append(_save(p, Image.fromarray(before), index, "-pal-before"))
     if a["save_previews"] and info.get("report") is not None:
-        make_vis = _core("cli.fix").make_vis  # the CLI's _fix_vis.png picture: one implementation
-        vis = make_vis(before, np.asarray(info["image"]), np.asarray(info["mask"]), info["report"]["crops"])
+        fix_vis = _core("core.par").fix_vis  # the CLI's _fix_vis.png picture: one implementation
+        vis = fix_vis(before, np.asarray(info["image"]), np.asarray(info["mask"]), info["report"]["crops"])
         saved.append(_save(p, Image.fromarray(vis), index, "-pal-preview"))
     return [s for s in saved if s]
 

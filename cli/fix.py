@@ -9,6 +9,7 @@ import numpy as np
 
 from ..core import options as O
 from ..core.imageio import IMAGE_EXTENSIONS, ImageLoadError, atomic_write_text, iter_image_paths, load_image
+from ..core.par import fix_vis
 from .common import OutputPlanner, add_model_args, emit, load_detector_from_args, progress, warn
 
 # Flags generated from the one option schema (core/options.py); only the inpainter's are CLI-local.
@@ -85,29 +86,6 @@ def load_mask(path: Path) -> np.ndarray:
     return arr >= 128
 
 
-def make_vis(before: np.ndarray, after: np.ndarray, mask: np.ndarray, crops: list[dict]) -> np.ndarray:
-    """Before (mask overlay + crop boxes) | after (crop boxes), side by side, at most 4096 px wide."""
-    import cv2
-
-    from ..core.par import overlay
-
-    h, w = before.shape[:2]
-    left = overlay(before, mask)
-    right = after.copy()
-    t = max(1, int(round(min(h, w) / 300)))
-    for c in crops:
-        x0, y0, x1, y1 = c["box"]
-        color = (0, 200, 0) if c.get("kept", True) else (230, 30, 30)
-        for im in (left, right):
-            cv2.rectangle(im, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), color, t)
-    gap = np.full((h, max(2, w // 100), 3), 255, np.uint8)
-    vis = np.concatenate([left, gap, right], axis=1)
-    if vis.shape[1] > 4096:
-        s = 4096 / vis.shape[1]
-        vis = cv2.resize(vis, (4096, max(1, int(round(h * s)))), interpolation=cv2.INTER_AREA)
-    return vis
-
-
 def run(args) -> int:
     from ..core.fix import FixOptions, fix_image
     from ..core.imageio import save_image_atomic
@@ -157,7 +135,7 @@ def run(args) -> int:
                 mask_source = "detector"
             report = {"image": str(path), "mask_source": mask_source, **res.report}
             save_image_atomic(res.image, outs["fixed"])
-            save_image_atomic(make_vis(image, res.image, res.mask, res.report["crops"]), outs["vis"])
+            save_image_atomic(fix_vis(image, res.image, res.mask, res.report["crops"]), outs["vis"])
             atomic_write_text(outs["report"], json.dumps(report, indent=2) + "\n")
             emit({
                 "image": str(path), "status": report["status"], "par_before": report["par_before"],

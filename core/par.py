@@ -62,3 +62,28 @@ def rank_by_par(pars, descending: bool = False, top_k: int = 0,
         else:
             rejected.append(i)
     return kept, rejected
+
+
+def fix_vis(before: np.ndarray, after: np.ndarray, mask: np.ndarray, crops: list[dict]) -> np.ndarray:
+    """Before (mask overlay + crop boxes) | after (crop boxes), side by side, at most 4096 px wide.
+
+    Crop boxes: green = kept, red = rejected by the PAR guard. The one picture of a fix: `pal fix`'s
+    ``_fix_vis.png``, the ComfyUI previews and the A1111 before/after preview.
+    """
+    import cv2
+
+    h, w = before.shape[:2]
+    left = overlay(before, mask)
+    right = after.copy()
+    t = max(1, int(round(min(h, w) / 300)))
+    for c in crops:
+        x0, y0, x1, y1 = c["box"]
+        color = (0, 200, 0) if c.get("kept", True) else (230, 30, 30)
+        for im in (left, right):
+            cv2.rectangle(im, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), color, t)
+    gap = np.full((h, max(2, w // 100), 3), 255, np.uint8)
+    vis = np.concatenate([left, gap, right], axis=1)
+    if vis.shape[1] > 4096:
+        s = 4096 / vis.shape[1]
+        vis = cv2.resize(vis, (4096, max(1, int(round(h * s)))), interpolation=cv2.INTER_AREA)
+    return vis

@@ -57,9 +57,9 @@ def overlays(befores, afters, masks, crops_per_image, max_px: int = OVERLAY_PX) 
     ``crops_per_image``: list (per image) of dicts with "box" and "kept" (the fix report's crops).
     All images of a batch share a size, so the result is one uint8 batch [B, h, w, 3] (w <= max_px).
     """
-    from ..cli.fix import make_vis  # the CLI's _fix_vis.png picture: one implementation for both
+    from ..core.par import fix_vis  # the CLI's _fix_vis.png picture: one implementation for all hosts
 
-    vis = [make_vis(_u8(b), _u8(a), np.asarray(m) > 0.5, list(c))
+    vis = [fix_vis(_u8(b), _u8(a), np.asarray(m) > 0.5, list(c))
            for b, a, m, c in zip(befores, afters, masks, crops_per_image)]
     h, w = vis[0].shape[:2]
     if w > max_px:
