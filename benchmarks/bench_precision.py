@@ -82,7 +82,8 @@ def compare(ref: torch.Tensor, low: torch.Tensor) -> dict:
     per_image = [float(same[i][decided[i]].float().mean()) if decided[i].any() else 1.0 for i in range(len(ref))]
     return {"agreement": float(same[decided].float().mean()), "agreement_min_image": min(per_image),
             "max_abs_dpar": float((par_ref - par_low).abs().max()), "max_abs_logit_diff": float((ref - low).abs().max()),
-            "decided_share": float(decided.float().mean()), "par_fp32": [round(float(p), 4) for p in par_ref]}
+            "decided_share": float(decided.float().mean()), "par_fp32": [round(float(p), 4) for p in par_ref],
+            "dpar_per_image": [round(float(d), 4) for d in par_low - par_ref]}
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,7 @@ warm-up each, and prints every run, the medians and the ratios to the first vari
 machine only such ratios mean something. Output: JSON lines.
 
     python benchmarks/bench_speed.py candidates [--runs 7] [--threads 2] [--size 512] [--compile]
-    python benchmarks/bench_speed.py batch [--batches 1 4] [--dtype fp32]
+    python benchmarks/bench_speed.py batch [--batches 1 4] [--dtype fp32] [--model M | --preset P]
     python benchmarks/bench_speed.py starter [--model M]       # fp32 and bf16 (CPU) latency, cold and warm
     python benchmarks/bench_speed.py cold [--preset P]          # first call (kernel creation) vs warm, per dtype
 
@@ -129,15 +129,18 @@ def candidates(args) -> None:
 
 
 def batch(args) -> None:
-    from comfyui_pal.models import Detector, create_model
+    from comfyui_pal.models import Detector, create_model, load_detector
 
     torch.manual_seed(0)
-    model = create_model(args.preset, aux_head=False)
-    det = Detector(model, model.config, device="cpu", dtype=args.dtype)
+    if args.model:
+        det = load_detector(args.model, device="cpu", dtype=args.dtype)
+    else:
+        model = create_model(args.preset, aux_head=False)
+        det = Detector(model, model.config, device="cpu", dtype=args.dtype)
     xs = {b: torch.randn(b, 3, args.size, args.size) for b in args.batches}
     times = alternate({f"batch{b}": (lambda b=b: det.logits(xs[b])) for b in args.batches}, args.runs)
     per_image = {k: [t / int(k[5:]) for t in v] for k, v in times.items()}
-    summary(per_image, "batch_per_image", preset=args.preset, dtype=str(det.dtype))
+    summary(per_image, "batch_per_image", model=args.model or args.preset, dtype=str(det.dtype))
 
 
 def starter(args) -> None:
@@ -181,7 +184,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", choices=("candidates", "batch", "starter", "cold"))
     p.add_argument("--preset", default="pal4vst-swin-b-w12")
-    p.add_argument("--model", default=None, help="starter: checkpoint (default: the bundled pal-starter)")
+    p.add_argument("--model", default=None, help="starter/batch: a checkpoint or registry name (starter default: "
+                   "the bundled pal-starter; batch default: --preset with random weights)")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)

@@ -316,7 +316,7 @@ def test_warmup_once_per_shape_and_bf16_close_to_fp32(fixtures_dir, inputs):
     assert (low.argmax(1) == ref.argmax(1))[decided].float().mean() > 0.99
 
 
-def test_score_batch_size_gives_the_same_pars(tmp_path, capsys):
+def test_score_batch_size_gives_the_same_pars(fixtures_dir, tmp_path, capsys):
     from comfyui_pal.cli import main as pal
 
     rng = np.random.default_rng(0)
@@ -325,11 +325,12 @@ def test_score_batch_size_gives_the_same_pars(tmp_path, capsys):
     (tmp_path / "bad.png").write_bytes(b"not an image")
     out = {}
     for bs in ("1", "2"):
-        rc = pal(["score", str(tmp_path), "--batch-size", bs, "--dtype", "fp32"])
+        rc = pal(["score", str(tmp_path), "--batch-size", bs, "--dtype", "fp32",
+                  "--model", str(fixtures_dir / "tiny_swin_upernet_w7.pth")])
         assert rc == 1  # the broken file is reported, the others are scored
         recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         out[bs] = {r["image"]: r.get("par", "error") for r in recs}
     assert out["1"].keys() == out["2"].keys() and sum(v == "error" for v in out["1"].values()) == 1
     for k, v in out["1"].items():  # batched kernels may round differently: a pixel or two at most
         assert v == out["2"][k] if v == "error" else abs(v - out["2"][k]) <= 1e-4
-    assert pal(["score", str(tmp_path), "--batch-size", "0"]) == 2
+    assert pal(["score", str(tmp_path), "--batch-size", "0", "--model", str(fixtures_dir / "tiny_swin_upernet_w7.pth")]) == 2
