@@ -35,7 +35,9 @@ SETTINGS = {  # key: (default, label)
                                          "path, registry name or hf:owner/repo)"),
     "pal_device": ("auto", "Detector device"),
     "pal_keep_loaded": (True, "Keep the detector in memory between generations"),
-    "pal_allow_download": (True, "Allow downloading models (registry names, hf: references) into models/pal"),
+    "pal_allow_download": (True, "Allow downloading models (registry names, hf: references) into models/pal. "
+                           "pal4vst-* are research weights by the PAL4VST authors, fetched from their Google "
+                           "Drive (~0.5 GB); no licence given: check with them before commercial use"),
     "pal_trust_torchscript": (False, "Allow TorchScript (.pt) detector files (runs code from the file)"),
     "pal_color_match": (False, "Always match colour/tone of fixed crops (same as the script's 'Colour match')"),
     "pal_nested_scripts": ("", "Always-on scripts allowed inside PAL's nested inpaint passes: comma-separated "
