@@ -106,7 +106,7 @@ def oracle_threshold(model: str | None, data: str, task: str | None, split: str 
 
 
 def fewshot(model: str | None, data: str, test: str, type_: str, iters: int, work_dir: str, threads: int,
-            lr: float, batch: int, crop: int) -> dict:
+            lr: float, batch: int, crop: int, extra: list[str] = ()) -> dict:
     from comfyui_pal.cli import main as pal
     from comfyui_pal.training.evaluate import run_eval
 
@@ -118,7 +118,7 @@ def fewshot(model: str | None, data: str, test: str, type_: str, iters: int, wor
             "--max-iters", str(iters), "--batch-size", str(batch), "--crop-size", str(crop),
             "--ratio-range", "0.75,1.5", "--lr", str(lr), "--head-lr-mult", "1", "--warmup-iters",
             str(max(iters // 20, 1)), "--val-interval", "0", "--checkpoint-interval", str(iters),
-            "--workers", "0", "--threads", str(threads), "--num-images", "10", "--export", out]
+            "--workers", "0", "--threads", str(threads), "--num-images", "10", "--export", out, *extra]
     t = time.time()
     rc = pal(args)
     if rc != 0:
@@ -156,7 +156,7 @@ def targets(model: str | None, data: str, clean: str, split: str, threads: int, 
 def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads: int, crop: int, batch: int,
                backbone_weights: str | None, split: str) -> dict:
     """Train the same model from the same init on the same batches with --amp off and bf16;
-    report both loss curves (means over 25-iteration windows) and their largest relative gap."""
+    report both loss curves (means over 10-iteration windows) and their largest relative gap."""
     from comfyui_pal.training.loop import TrainConfig, train
 
     curves, secs = {}, {}
@@ -164,14 +164,14 @@ def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads:
         cfg = TrainConfig(data=data, work_dir=f"{work_dir}/{amp}", model=model_config, max_iters=iters,
                           batch_size=batch, crop_size=crop, scale=crop * 2, ratio_range=(0.5, 1.0), lr=4e-4,
                           head_lr_mult=5, warmup_iters=20, poly_end=iters, class_weight=(1.0, 2.0),
-                          amp=amp, num_workers=0, val_interval=0, checkpoint_interval=iters, log_interval=25,
+                          amp=amp, num_workers=0, val_interval=0, checkpoint_interval=iters, log_interval=10,
                           threads=threads, cache_images=True, train_split=split, freeze="backbone_bn",
                           backbone_weights=backbone_weights)
         t = time.time()
         res = train(cfg, log=lambda m: None)
         secs[amp] = round(time.time() - t, 1)
         log = [json.loads(line) for line in open(f"{work_dir}/{amp}/log.jsonl")]
-        curves[amp] = [round(r["loss"], 4) for r in log if "loss" in r][-(iters // 25):]
+        curves[amp] = [round(r["loss"], 4) for r in log if "loss" in r][-(iters // 10):]
         del res
     gap = max(abs(a - b) / max(abs(a), 1e-8) for a, b in zip(curves["off"], curves["bf16"]))
     return {"bench": "bf16_vs_fp32_loss", "iters": iters, "crop": crop, "batch": batch, "threads": threads,
@@ -184,6 +184,7 @@ def main(argv=None) -> int:
     p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve", "clean", "targets"))
     p.add_argument("--clean", default=None, help="folder of clean pictures (targets)")
     p.add_argument("--dtype", default="fp32")
+    p.add_argument("--finetune-args", default="", help="extra `pal finetune` flags (fewshot), e.g. '--amp bf16'")
     p.add_argument("--raw", action="store_true", help="ignore the checkpoint's calibration (clean)")
     p.add_argument("--model-config", default="models/weights/pal-starter.config.json")
     p.add_argument("--backbone-weights", default=None)
@@ -215,7 +216,8 @@ def main(argv=None) -> int:
         res = bf16_curve(a.data, a.model_config, a.iters, a.work_dir, a.threads, a.crop, a.batch,
                          a.backbone_weights, a.split)
     else:
-        res = fewshot(a.model, a.data, a.test, a.type, a.iters, a.work_dir, a.threads, a.lr, a.batch, a.crop)
+        res = fewshot(a.model, a.data, a.test, a.type, a.iters, a.work_dir, a.threads, a.lr, a.batch, a.crop,
+                      a.finetune_args.split())
     print(json.dumps(res, default=str), flush=True)
     return 0
 

@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-median", type=float, default=0.002)
     ap.add_argument("--max-p95", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--shifts", default=None, help="candidate biases START:STOP:STEP (default -8:2:0.25)")
     ap.add_argument("--metrics", default=None, help="JSON file of extra metrics for the model card")
     a = ap.parse_args(argv)
 
@@ -77,7 +78,11 @@ def main(argv=None) -> int:
     model = build_from_checkpoint(state["model"], state["model_config"], with_aux=False)
     clean = _clean_pictures(a.clean, a.val, a.split)
     val = [s for s in discover(a.val, a.split).samples if s.label is not None] if a.val else []
-    op = calibrate_operating_point(model, clean, val, max_median=a.max_median, max_p95=a.max_p95)
+    shifts = None
+    if a.shifts:
+        lo, hi, step = (float(v) for v in a.shifts.split(":"))
+        shifts = np.round(np.arange(lo, hi + step / 2, step), 4)
+    op = calibrate_operating_point(model, clean, val, shifts=shifts, max_median=a.max_median, max_p95=a.max_p95)
     table = op.pop("table")
     calibration = {"artifact_logit_bias": op["artifact_logit_bias"],
                    "fit": {k: v for k, v in op.items() if k != "artifact_logit_bias"},
@@ -86,9 +91,7 @@ def main(argv=None) -> int:
     out = export_from_state(a.state, a.out, metrics=metrics, description=STARTER_NOTE, calibration=calibration,
                             extra_provenance={"backbone_source": BACKBONE_SOURCE},
                             license="MIT (project); backbone initialised from torchvision weights, BSD-3-Clause")
-    print(json.dumps({"out": str(out), "calibration": calibration,
-                      "table": {k: v for k, v in table.items() if float(k) in
-                                (-6.0, -5.0, -4.0, -3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)}}))
+    print(json.dumps({"out": str(out), "calibration": calibration, "table": table}))
     return 0
 
 
