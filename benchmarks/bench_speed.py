@@ -10,10 +10,11 @@ machine only such ratios mean something. Output: JSON lines.
     python benchmarks/bench_speed.py cold [--preset P]          # first call (kernel creation) vs warm, per dtype
 
 `candidates` (PAL4VST Swin-B-w12 UperNet, random weights, fp32 unless named):
-  literal       mmseg's op order (set_lowres_fuse(False), set_fused_attn(False)), the reference
-  default       what load_detector runs in fp32 (low-resolution FPN fuse, SDPA window attention)
+  literal       mmseg's op order (no FPN fuse, no SDPA, no BN folding), the reference
+  default       what load_detector runs in fp32 (low-resolution FPN fuse, SDPA window attention,
+                BatchNorm folded into the head's convs)
   -sdpa         default with mmseg's explicit attention softmax (set_fused_attn(False))
-  +bnfold       default + eval BatchNorm folded into the head's convs (not in the library)
+  -bnfold       default without folding eval BatchNorm into the head's convs (ConvModule.fold_bn)
   +cl_head      default + channels_last for the decode head (not in the library)
   bf16          the default network cast to bf16 (what dtype="auto" runs on native-bf16 CPUs)
   compile       torch.compile(default), only with --compile; compile time printed separately
@@ -64,19 +65,12 @@ def summary(times: dict[str, list[float]], bench: str, **extra) -> dict:
     return out
 
 
-def fold_bn_(model: torch.nn.Module) -> torch.nn.Module:
-    """Candidate: fold each eval ConvModule's BatchNorm into its conv (measured, not shipped)."""
+def set_fold_bn_(model: torch.nn.Module, enable: bool) -> torch.nn.Module:
     from comfyui_pal.models.uper_head import ConvModule
 
     for m in model.modules():
-        if isinstance(m, ConvModule) and isinstance(m.bn, torch.nn.BatchNorm2d):
-            bn = m.bn
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            conv = torch.nn.Conv2d(m.conv.in_channels, m.conv.out_channels, m.conv.kernel_size,
-                                   padding=m.conv.padding, bias=True)
-            conv.weight.data = m.conv.weight.data * scale.view(-1, 1, 1, 1)
-            conv.bias.data = bn.bias.data - bn.running_mean * scale
-            m.conv, m.bn = conv, torch.nn.Identity()
+        if isinstance(m, ConvModule):
+            m.fold_bn = enable
     return model
 
 
@@ -102,15 +96,16 @@ def candidates(args) -> None:
     literal = clone()
     literal.decode_head.set_lowres_fuse(False)
     literal.backbone.set_fused_attn(False)
+    set_fold_bn_(literal, False)
     default = clone()
-    bnfold = fold_bn_(clone())
+    bnfold = set_fold_bn_(clone(), False)
     cl = clone()
     cl.decode_head = _ChannelsLastHead(cl.decode_head)
     nosdpa = clone()
     nosdpa.backbone.set_fused_attn(False)
     bf16 = clone().to(torch.bfloat16)
     bf16.decode_head.conv_seg.float()  # as Detector does
-    nets = {"literal": (literal, x), "default": (default, x), "+bnfold": (bnfold, x), "+cl_head": (cl, x),
+    nets = {"literal": (literal, x), "default": (default, x), "-bnfold": (bnfold, x), "+cl_head": (cl, x),
             "-sdpa": (nosdpa, x), "bf16": (bf16, x.bfloat16())}
     if args.compile:
         comp = torch.compile(clone())

@@ -3,8 +3,8 @@
     python benchmarks/bench_vs_mmseg.py --mmseg-python MMVENV/bin/python --pal4vst PAL4VST_SRC \
         [--runs 7] [--threads 2] [--work DIR] [--dtypes fp32 bf16]
 
-MMVENV: a venv with mmsegmentation 1.2.2, mmengine, mmcv-lite 2.1.0 and the same torch (see
-../shared/tools/mmseg_bench/ or tests/fixtures/README.md for the versions). PAL4VST_SRC: a checkout
+MMVENV: a venv with mmsegmentation 1.2.2, mmengine, mmcv-lite 2.1.0 and the same torch (the
+versions are listed in tests/fixtures/README.md). PAL4VST_SRC: a checkout
 or bare git dir of the public owenzlz/PAL4VST; only the text of its official config
 mmsegmentation/configs/pal4vst/swin-large_upernet_unified_512x512.py is read.
 

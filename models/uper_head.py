@@ -21,6 +21,8 @@ __all__ = ["ConvModule", "UPerHead", "conv3x3_of_upsampled"]
 
 
 class ConvModule(nn.Module):
+    fold_bn = True  # inference: BatchNorm folded into the conv (see folded()); False = conv -> bn
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
@@ -28,7 +30,28 @@ class ConvModule(nn.Module):
         self.activate = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activate(self.bn(self.conv(x)))
+        if self.training or torch.is_grad_enabled() or not self.fold_bn:
+            return self.activate(self.bn(self.conv(x)))
+        w, b = self.folded()
+        return self.activate(F.conv2d(x, w, b, padding=self.conv.padding))
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval BatchNorm folded into the conv: (weight * g/sqrt(var+eps), beta - mean * g/sqrt(var+eps)).
+
+        Inference only (training and grad-enabled calls run conv -> bn as mmseg). Cached until any
+        of the tensors changes; the module and its state dict stay as they are.
+        """
+        bn, wt = self.bn, self.conv.weight
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in
+                    (wt, bn.weight, bn.bias, bn.running_mean, bn.running_var))
+        cached = getattr(self, "_folded", None)
+        if cached is None or cached[0] != key:
+            with torch.inference_mode(False):
+                scale = (bn.weight.float() / torch.sqrt(bn.running_var.float() + bn.eps))
+                w = (wt.float() * scale.view(-1, 1, 1, 1)).to(wt.dtype)
+                b = (bn.bias.float() - bn.running_mean.float() * scale).to(wt.dtype)
+            self._folded = cached = (key, (w, b))
+        return cached[1]
 
 
 def resize(x: torch.Tensor, size, align_corners: bool = False) -> torch.Tensor:
@@ -118,15 +141,17 @@ class UPerHead(nn.Module):
     def _fuse_lowres(self, outs: list[torch.Tensor]) -> torch.Tensor:
         """fpn_bottleneck(cat([outs[0], resize(outs[1]), ...])) with each resized part's conv at low resolution."""
         m = self.fpn_bottleneck
-        wt, c, size = m.conv.weight, outs[0].shape[1], outs[0].shape[2:]
-        y = F.conv2d(outs[0], wt[:, :c], padding=1)
+        folded = m.fold_bn and not torch.is_grad_enabled()
+        wt, bias = m.folded() if folded else (m.conv.weight, None)
+        c, size = outs[0].shape[1], outs[0].shape[2:]
+        y = F.conv2d(outs[0], wt[:, :c], bias, padding=1)
         for i in range(1, len(outs)):
             part = wt[:, i * c:(i + 1) * c]
             if tuple(outs[i].shape[2:]) == tuple(size):
                 y = y + F.conv2d(outs[i], part, padding=1)
             else:
                 y = y + conv3x3_of_upsampled(outs[i], part, size, self.align_corners)
-        return m.activate(m.bn(y))
+        return m.activate(y if folded else m.bn(y))
 
     def set_lowres_fuse(self, enable: bool = True) -> UPerHead:
         """Off = mmseg's literal op order (resize, concatenate, convolve); same values up to rounding."""

@@ -329,3 +329,26 @@ def test_window_gather_equals_mmseg_pad_roll_partition(h, w, ws, s):
     back = lit.view(2, hp // ws, wp // ws, ws, ws, 3).permute(0, 1, 3, 2, 4, 5).reshape(2, hp, wp, 3)
     back = torch.roll(back, shifts=(s, s), dims=(1, 2)) if s else back
     assert torch.equal(lit.index_select(1, inv), back[:, :h, :w].reshape(2, h * w, 3))
+
+
+def test_bn_folding_in_inference_only_and_state_dict_unchanged():
+    from comfyui_pal.models.uper_head import ConvModule
+
+    torch.manual_seed(0)
+    m = ConvModule(8, 6, 3, padding=1)
+    with torch.no_grad():
+        m.bn.running_mean.normal_()
+        m.bn.running_var.uniform_(0.5, 2.0)
+        m.bn.weight.uniform_(0.5, 1.5)
+        m.bn.bias.normal_()
+    m.eval()
+    keys = set(m.state_dict())
+    x = torch.randn(2, 8, 9, 11)
+    ref = m.activate(m.bn(m.conv(x)))  # grad enabled: the literal conv -> bn path
+    with torch.inference_mode():
+        folded = m(x)
+        m.bn.running_mean.add_(1.0)  # a changed statistic invalidates the cached fold
+        moved = m(x)
+    assert float((folded - ref).abs().max()) <= 1e-5
+    assert float((moved - folded).abs().max()) > 1e-3
+    assert set(m.state_dict()) == keys and not any(k.startswith("_folded") for k in m.state_dict())
