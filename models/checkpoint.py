@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 
 from ..core.imageio import atomic_write_bytes
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .registry import is_torchscript_file
 
 FORMAT = "comfyui-pal/1"
 _PREFIXES = ("backbone.", "decode_head.", "auxiliary_head.")
@@ -37,15 +37,6 @@ class CheckpointError(ValueError):
 
 # --------------------------------------------------------------------------------------- reading
 from ..core.imageio import file_sha256  # noqa: E402,F401 - the one implementation, re-exported
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    # TorchScript archives carry compiled code and constants; plain torch.save zips do not.
-    return any(n.endswith("constants.pkl") for n in names) or any("/code/" in n for n in names)
 
 
 def _numpy_safe_globals() -> list:
@@ -127,7 +118,7 @@ def load_checkpoint(
         if config is None:
             config = infer_config(sd)
         return sd, _complete(config), provenance
-    if _is_torchscript(path):
+    if is_torchscript_file(path):
         if not trust_torchscript:
             raise CheckpointError(
                 f"{path}: is a TorchScript archive, which contains code. Loading it is off by default; "
