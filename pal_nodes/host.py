@@ -114,14 +114,16 @@ def intermediate_device():
 
 
 def pick_dtype(choice: str, device):
-    """'auto' -> fp16 where ComfyUI says the device does fp16 well, else fp32."""
+    """'auto' -> fp16 where ComfyUI says the GPU does fp16 well, else fp32; on the CPU None: the
+    detector's own rule decides (models.detector.resolve_dtype: bf16 only on native-bf16 CPUs for
+    architectures measured to agree with fp32)."""
     import torch
 
     table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if choice in table:
         return table[choice]
     if getattr(device, "type", "cpu") == "cpu":
-        return torch.float32
+        return None
     mm = _loaded("comfy.model_management")
     if mm is not None:
         try:

@@ -173,5 +173,6 @@ def load(name: str, device_choice: str = "auto", dtype_choice: str = "auto",
     dtype = host.pick_dtype(dtype_choice, device)
     # Load on the offload device; prob_maps moves it to `device` only while running.
     load_dev = host.offload_device() if offload else device
-    det = load_cached(path, device=load_dev, dtype=dtype)
+    det = load_cached(path, device=load_dev, dtype="auto" if dtype is None else dtype)
+    dtype = det.dtype if dtype is None else dtype
     return PalModel(det, name, path, device, dtype, offload=offload)

@@ -47,7 +47,10 @@ class PALModelLoader:
                 "device": (DEVICE_CHOICES, {"default": "auto", "tooltip": "auto = ComfyUI's compute device "
                                             "(honours --cpu); cpu forces the CPU."}),
                 "precision": (DTYPE_CHOICES, {"default": "auto", "tooltip": "auto = fp16 where ComfyUI "
-                                              "considers it fast, else fp32 (always fp32 on CPU)."}),
+                                              "considers the GPU fast at it, else fp32; on the CPU fp32, "
+                                              "except bf16 on CPUs with native bf16 (AMX/AVX512-BF16) for "
+                                              "architectures measured to agree with fp32 (README, "
+                                              "Performance). fp32 = exact mmseg numbers."}),
             },
             "optional": {
                 "hub_id": ("STRING", {"default": "", "multiline": False, "tooltip": HUB_ID_TOOLTIP}),
