@@ -33,7 +33,9 @@ LOG = f"[{TITLE}]"
 SETTINGS = {  # key: (default, label)
     "pal_default_model": ("pal-starter", "Detector used when the script's model is 'Default' (file in models/pal, "
                                          "path, registry name or hf:owner/repo)"),
-    "pal_device": ("auto", "Detector device"),
+    "pal_device": ("auto", "Detector device. auto = the webui's device; precision is the detector's auto: "
+                   "fp16/bf16 on GPU, fp32 on CPU unless the CPU has native bf16 and the architecture "
+                   "passed the bf16 agreement check (README, Performance)"),
     "pal_keep_loaded": (True, "Keep the detector in memory between generations"),
     "pal_allow_download": (True, "Allow downloading models (registry names, hf: references) into models/pal. "
                            "pal4vst-* are research weights by the PAL4VST authors, fetched from their Google "
@@ -113,7 +115,7 @@ def detector_device():
 def get_detector(choice: str):
     """Loaded on first use; kept in the models' shared cache."""
     return _core("models").load_cached(
-        model_ref(choice), device=detector_device(), model_dirs=[models_dir(create=True)],
+        model_ref(choice), device=detector_device(), dtype="auto", model_dirs=[models_dir(create=True)],
         download=bool(opt("pal_allow_download")), trust_torchscript=bool(opt("pal_trust_torchscript")),
     )
 
