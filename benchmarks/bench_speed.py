@@ -11,9 +11,9 @@ machine only such ratios mean something. Output: JSON lines.
 
 `candidates` (PAL4VST Swin-B-w12 UperNet, random weights, fp32 unless named):
   literal       mmseg's op order (no FPN fuse, no SDPA, no BN folding), the reference
-  default       what load_detector runs in fp32 (low-resolution FPN fuse, SDPA window attention,
-                BatchNorm folded into the head's convs)
-  -sdpa         default with mmseg's explicit attention softmax (set_fused_attn(False))
+  default       what load_detector runs in fp32 (low-resolution FPN fuse, BatchNorm folded into
+                the head's convs, explicit attention softmax)
+  +sdpa         default with SDPA window attention (set_fused_attn(True))
   -bnfold       default without folding eval BatchNorm into the head's convs (ConvModule.fold_bn)
   +cl_head      default + channels_last for the decode head (not in the library)
   bf16          the default network cast to bf16 (what dtype="auto" runs on native-bf16 CPUs)
@@ -102,11 +102,11 @@ def candidates(args) -> None:
     cl = clone()
     cl.decode_head = _ChannelsLastHead(cl.decode_head)
     nosdpa = clone()
-    nosdpa.backbone.set_fused_attn(False)
+    nosdpa.backbone.set_fused_attn(True)
     bf16 = clone().to(torch.bfloat16)
     bf16.decode_head.conv_seg.float()  # as Detector does
     nets = {"literal": (literal, x), "default": (default, x), "-bnfold": (bnfold, x), "+cl_head": (cl, x),
-            "-sdpa": (nosdpa, x), "bf16": (bf16, x.bfloat16())}
+            "+sdpa": (nosdpa, x), "bf16": (bf16, x.bfloat16())}
     if args.compile:
         comp = torch.compile(clone())
         t0 = time.perf_counter()

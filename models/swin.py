@@ -99,11 +99,11 @@ class WindowMSA(nn.Module):
     """Window multi-head self-attention with relative position bias (mmseg ``WindowMSA``).
 
     ``fused_attn``: ``F.scaled_dot_product_attention`` (same maths, ~1e-7 rounding difference) or
-    the explicit softmax path, bit-identical to mmseg. Default None = SDPA in eval mode (measured
-    faster on CPU, benchmarks/bench_speed.py) and the explicit path in training.
+    the explicit softmax path, bit-identical to mmseg (the default: on the 2-thread CPU SDPA
+    measured no faster, benchmarks/bench_speed.py; None = SDPA in eval mode only).
     """
 
-    fused_attn: bool | None = None
+    fused_attn: bool | None = False
 
     def __init__(self, embed_dims: int, num_heads: int, window_size: int, qkv_bias: bool = True,
                  qk_scale: float | None = None, attn_drop: float = 0.0, proj_drop: float = 0.0):
@@ -353,8 +353,8 @@ class SwinTransformer(nn.Module):
             nn.init.zeros_(m.bias)
 
     def set_fused_attn(self, enable: bool | None = True) -> SwinTransformer:
-        """SDPA window attention on (True), off (False: mmseg's explicit softmax, bit-identical) or
-        None (default: SDPA in eval mode only)."""
+        """SDPA window attention on (True), off (False, the default: mmseg's explicit softmax,
+        bit-identical) or None (SDPA in eval mode only)."""
         for m in self.modules():
             if isinstance(m, WindowMSA):
                 m.fused_attn = None if enable is None else bool(enable)
