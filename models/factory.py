@@ -17,13 +17,14 @@ import copy
 import json
 from collections.abc import Callable, Mapping
 
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
     "PRESETS", "BACKBONES", "HEADS", "create_model", "list_presets", "resolve_config",
     "config_from_mmseg", "register_backbone",
 ]
 
-_MEAN = [123.675, 116.28, 103.53]
-_STD = [58.395, 57.12, 57.375]
+_MEAN, _STD = list(IMAGENET_MEAN), list(IMAGENET_STD)
 _CLASSES = ["background", "bad_region"]
 
 # ---------------------------------------------------------------------------------------------
