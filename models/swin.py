@@ -124,7 +124,9 @@ class WindowMSA(nn.Module):
     def _position_bias(self, n: int) -> torch.Tensor:
         """[heads, N, N] from the table; cached while the table is unchanged and no grad is needed."""
         t = self.relative_position_bias_table
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or t.is_inference():
+            # Inference tensors (built under torch.inference_mode(), as in ComfyUI) have no version
+            # counter to key a cache on: gather every call (cheap).
             return t[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
         key = (t.data_ptr(), t._version, t.dtype, t.device)
         cached = getattr(self, "_bias_cache", None)

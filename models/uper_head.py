@@ -42,15 +42,21 @@ class ConvModule(nn.Module):
         of the tensors changes; the module and its state dict stay as they are.
         """
         bn, wt = self.bn, self.conv.weight
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in
-                    (wt, bn.weight, bn.bias, bn.running_mean, bn.running_var))
+        tensors = (wt, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        # Inference tensors (a model built under torch.inference_mode(), as in ComfyUI) have no version
+        # counter, so an in-place weight update could not be seen: fold them on every call (a few
+        # small ops) instead of caching.
+        cacheable = not any(t.is_inference() for t in tensors)
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors) if cacheable else None
         cached = getattr(self, "_folded", None)
-        if cached is None or cached[0] != key:
-            with torch.inference_mode(False):
+        if cached is None or key is None or cached[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # normal tensors, never tracked
                 scale = (bn.weight.float() / torch.sqrt(bn.running_var.float() + bn.eps))
                 w = (wt.float() * scale.view(-1, 1, 1, 1)).to(wt.dtype)
                 b = (bn.bias.float() - bn.running_mean.float() * scale).to(wt.dtype)
-            self._folded = cached = (key, (w, b))
+            cached = (key, (w, b))
+            if cacheable:
+                self._folded = cached
         return cached[1]
 
 
