@@ -14,21 +14,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tiny_models import TINY  # noqa: E402
+
 from comfyui_pal.training import backbone_weights as BW  # noqa: E402
 from comfyui_pal.training import evaluate as E  # noqa: E402
 from comfyui_pal.training import loop as L  # noqa: E402
 from comfyui_pal.training.synth import SynthConfig, generate  # noqa: E402
-
-TINY = {
-    "backbone": {"type": "timm", "model_name": "resnet10t", "out_indices": [1, 2, 3, 4],
-                 "kwargs": {"channels": [8, 16, 24, 32]}},
-    "decode_head": {"type": "UPerHead", "channels": 16, "pool_scales": [1, 2, 3, 6], "num_classes": 2,
-                    "dropout_ratio": 0.1},
-    "auxiliary_head": {"type": "FCNHead", "in_index": 2, "channels": 8, "num_convs": 1, "num_classes": 2,
-                       "dropout_ratio": 0.1, "concat_input": False},
-    "preprocess": {"size": [64, 64]},
-}
-
 
 # --------------------------------------------------------------------------- backbone weights
 
