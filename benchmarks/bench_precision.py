@@ -1,6 +1,9 @@
 """Agreement of every reduced-precision path with fp32, per architecture (prints JSON lines).
 
-    python benchmarks/bench_precision.py [--models starter swin-b] [--images 6] [--threads 2]
+    python benchmarks/bench_precision.py [--models starter swin-b] [--images 6] [--threads 2] [--folder DIR]
+
+`--folder DIR` takes the images from a folder instead (recursively, sorted, the first --images), e.g.
+a `pal synth` test split, where a trained detector has artifact boundaries to get right.
 
 Paths: bf16 on the CPU (the one dtype="auto" may pick there), and fp16 / bf16 on CUDA when a GPU
 is present. For each model and path, on the same images at 512x512:
@@ -37,9 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {"swin-b": "pal4vst-swin-b-w12", "convnext-t": "pal4vst-convnext-tiny"}
 
 
-def images(n: int) -> list[np.ndarray]:
+def images(n: int, folder: str | None = None) -> list[np.ndarray]:
     """Public-domain pictures: the example workflow inputs, then scikit-image's samples."""
     from PIL import Image
+
+    if folder:
+        from comfyui_pal.core.imageio import iter_image_paths, load_image
+
+        return [load_image(p) for p in sorted(iter_image_paths([folder], recursive=True))[:n]]
 
     out = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((ROOT / "example_workflows/api").glob("*.png"))]
     try:
@@ -91,11 +99,12 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["starter", "swin-b"], choices=["starter", *PRESETS])
     p.add_argument("--images", type=int, default=6)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--folder", default=None, help="images from this folder instead of the built-in six")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     from comfyui_pal.models.detector import cpu_has_native_bf16
 
-    imgs = images(a.images)
+    imgs = images(a.images, a.folder)
     paths = [("cpu", torch.bfloat16)]
     if torch.cuda.is_available():
         paths += [("cuda", torch.float16), ("cuda", torch.bfloat16)]

@@ -14,6 +14,12 @@
     python benchmarks/bench_starter.py clean --data /data/clean/heldout   # PAR on clean pictures
     python benchmarks/bench_starter.py targets --data HELDOUT_SYNTH --clean /data/clean/heldout
     python benchmarks/bench_starter.py bf16-curve --data D --model-config C --iters 200   # bf16 vs fp32 loss
+    python benchmarks/bench_starter.py real --pal4vst PAL4VST_SRC   # real generated images vs the official model
+
+`real` reads a checkout of github.com/owenzlz/PAL4VST (not shipped here): the mask2image demo image
+against the official model's mask (`demo_results/000000483531_pal.png`, IoU and PAR), and the ten
+StyleGAN2 faces against the official PAR ranking (`demo_results/stylegan2_ffhq_rank/NN_<name>`,
+Spearman rho; ties are ranked by their average).
 
 Data sets come from `pal synth` (see models/weights/pal-starter.command.sh for the seeds).
 """
@@ -155,6 +161,44 @@ def targets(model: str | None, data: str, clean: str, split: str, threads: int, 
                                       for k, v in lat.items()}, "checks": checks}
 
 
+def _rank(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v), dtype=float)
+    for x in np.unique(v):  # ties share their mean rank
+        r[v == x] = r[v == x].mean()
+    return r
+
+
+def real(model: str | None, src: str, threads: int) -> dict:
+    """The bundled model on PAL4VST's own demo images, against what the official model gave."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from comfyui_pal.models import load_detector
+
+    torch.set_num_threads(threads)
+    det = load_detector(model, device="cpu")
+    root = Path(src)
+    official = np.asarray(Image.open(root / "demo_results/000000483531_pal.png").convert("L")) > 127
+    r = det.detect(root / "demo_test_data/mask2image/images/000000483531.jpg")
+    ours = r.prob_work > 0.5
+    if ours.shape != official.shape:
+        ours = np.asarray(Image.fromarray(ours.astype(np.uint8) * 255).resize(official.shape[::-1], Image.NEAREST)) > 127
+    inter, union = int((ours & official).sum()), int((ours | official).sum())
+    ranked = sorted((root / "demo_results/stylegan2_ffhq_rank").glob("*.jpg"))
+    names = [p.name.split("_", 1)[1] for p in ranked]  # NN_seedXXXX.jpg, NN = official rank, 01 = best
+    pars = np.array([det.detect(root / "demo_test_data/stylegan2_ffhq/images" / n).par for n in names])
+    official_rank = np.arange(len(names), dtype=float)
+    rho = float(np.corrcoef(_rank(pars), official_rank)[0, 1]) if len(set(pars.tolist())) > 1 else float("nan")
+    return {"bench": "real_generated", "model": str(model or "pal-starter"), "calibration": det.calibration or None,
+            "mask2image_iou_vs_official": round(inter / max(union, 1), 4), "mask2image_par": round(r.par, 4),
+            "mask2image_official_par": round(float(official.mean()), 4),
+            "stylegan2_spearman_vs_official": None if np.isnan(rho) else round(rho, 3),
+            "stylegan2_pars_in_official_order": [round(float(x), 4) for x in pars]}
+
+
 def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads: int, crop: int, batch: int,
                backbone_weights: str | None, split: str) -> dict:
     """Train the same model from the same init on the same batches with --amp off and bf16;
@@ -183,7 +227,8 @@ def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve", "clean", "targets"))
+    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve", "clean", "targets", "real"))
+    p.add_argument("--pal4vst", default=None, help="a PAL4VST checkout (real)")
     p.add_argument("--clean", default=None, help="folder of clean pictures (targets)")
     p.add_argument("--dtype", default="fp32")
     p.add_argument("--finetune-args", default="", help="extra `pal finetune` flags (fewshot), e.g. '--amp bf16'")
@@ -209,6 +254,8 @@ def main(argv=None) -> int:
         res = clean_par(a.model, a.data, a.threads, calibration=not a.raw)
     elif a.what == "targets":
         res = targets(a.model, a.data, a.clean, a.split, a.threads, a.runs)
+    elif a.what == "real":
+        res = real(a.model, a.pal4vst, a.threads)
     elif a.what == "heldout":
         res = heldout(a.model, a.data, a.split, a.threads)
     elif a.what == "oracle":

@@ -68,6 +68,9 @@ def _add_train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cache-images", action="store_true", help="keep decoded images in memory")
+    p.add_argument("--precise-bn", type=int, default=None, metavar="N",
+                   help="recompute BatchNorm statistics on N training pictures at the working size before each "
+                   "validation and checkpoint (0 = off; default: 64 when the total batch is below 16)")
     p.add_argument("--export", default=None, help="write the best weights as .safetensors (+ model card .md)")
     p.add_argument("--export-fp32", action="store_true", help="export float32 instead of float16")
 
@@ -87,7 +90,7 @@ def _train_config(args, finetune: bool):
         log_interval=args.log_interval, resume=args.resume, freeze=args.freeze, num_images=args.num_images,
         freeze_prefixes=tuple(args.freeze_prefix or ()),
         device=args.device, threads=args.threads, cache_images=args.cache_images, export=args.export,
-        export_fp16=not args.export_fp32, command=_command_line(args, "finetune" if finetune else "train"))
+        precise_bn=args.precise_bn, export_fp16=not args.export_fp32, command=_command_line(args, "finetune" if finetune else "train"))
 
 
 def _command_line(args, name: str) -> str:

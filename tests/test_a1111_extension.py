@@ -714,3 +714,24 @@ def test_copied_extension_imports_its_own_core_and_nothing_from_comfyui(tmp_path
             assert info["pal_nodes"] is False  # the ComfyUI entry point was not executed
         else:
             assert Path(info["pkg"][0]).resolve() == ROOT
+
+
+def test_a_calibrated_checkpoint_runs_at_its_operating_point(a1111):
+    """The A1111 detector (resolver + cache) applies the checkpoint's stored logit bias."""
+    import torch
+    from tiny_models import TINY
+
+    from comfyui_pal.models.checkpoint import save_safetensors
+    from comfyui_pal.models.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model(dict(TINY))
+    d = Path(a1111.paths.models_path) / "pal"
+    d.mkdir(parents=True)
+    save_safetensors(model.state_dict(), model.config, d / "cal.safetensors", calibration={"artifact_logit_bias": -3.0})
+    assert "cal.safetensors" in a1111.host.model_choices()
+    det = a1111.host.get_detector("cal.safetensors")
+    assert det.artifact_logit_bias == -3.0
+    raw = a1111.host._core("models").load_detector(d / "cal.safetensors", device="cpu", calibration=False)
+    img = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    assert np.all(det.detect(img).prob_work < raw.detect(img).prob_work)

@@ -348,3 +348,27 @@ def test_progress_and_interrupt_use_comfy_when_loaded(pm, monkeypatch):
     state["stop"] = True
     with pytest.raises(Interrupted):
         NODES["PALDetect"]().detect(pm, img, 0.5, 0, preview=False, unique_id="7")
+
+
+def test_loader_applies_a_checkpoints_operating_point(tmp_path):
+    """PAL Model Loader -> the stored calibration (artifact logit bias) is what the nodes run at."""
+    from tiny_models import TINY
+
+    from comfyui_pal.models.checkpoint import save_safetensors
+    from comfyui_pal.models.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model(dict(TINY))
+    path = save_safetensors(model.state_dict(), model.config, tmp_path / "cal.safetensors",
+                            calibration={"artifact_logit_bias": -3.0})
+    (cal,) = NODES["PALModelLoader"]().load(str(path), "cpu", "fp32")
+    assert cal.detector.artifact_logit_bias == -3.0
+    from comfyui_pal.models.detector import load_detector
+
+    raw = load_detector(path, device="cpu", calibration=False)
+    img = rand_image(1, 40, 48)
+    assert torch.all(cal.detector.prob_maps(img) < raw.prob_maps(img))
+    # PAR through a node, at a threshold the raw network clears on part of the image
+    t = float(np.median(raw.detect(img[0].numpy()).prob_work))
+    pars_cal, _ = result(NODES["PALScore"]().score(img, t, pal_model=cal))
+    assert pars_cal[0] < raw.detect(img[0].numpy()).par_at(t)

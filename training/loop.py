@@ -95,6 +95,10 @@ class TrainConfig:
     device: str | None = None
     threads: int | None = None
     cache_images: bool = False
+    # Recompute the training BatchNorm layers' statistics on this many training pictures at the
+    # working size before each validation and checkpoint (training/precise_bn.py). None = auto:
+    # 64 when the total batch is below 16 (small-batch statistics of crops mislead eval mode), else 0.
+    precise_bn: int | None = None
     export: str | None = None  # write best (or final) weights as .safetensors here
     export_fp16: bool = True
     command: str | None = None  # the command line, recorded in provenance
@@ -438,9 +442,27 @@ class Trainer:
             with open(self.work / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
+    def precise_bn_images(self) -> int:
+        cfg = self.cfg
+        if cfg.precise_bn is not None:
+            return max(int(cfg.precise_bn), 0)
+        return 64 if cfg.batch_size * cfg.grad_accum * self.world < 16 else 0
+
+    def refresh_bn(self, it: int) -> None:
+        """Precise BatchNorm statistics once per iteration, before they are evaluated or saved."""
+        n = self.precise_bn_images()
+        if not n or getattr(self, "_bn_iter", None) == it:
+            return
+        from .precise_bn import precise_bn_
+
+        samples = select_few(self.samples, min(n, len(self.samples)), self.cfg.seed)
+        precise_bn_(unwrap(self.model), samples, self.cfg.batch_size, self.device)
+        self._bn_iter = it
+
     def validate(self, it: int) -> None:
         """Val metrics on rank 0, best.pt when `cfg.metric` improves; `best` broadcast to all ranks."""
         cfg = self.cfg
+        self.refresh_bn(it)
         if self.rank == 0:
             res = evaluate_model(self.model, self.val_samples, self.device)
             value = res.get(cfg.metric)
@@ -461,6 +483,7 @@ class Trainer:
     def save(self, it: int) -> Path:
         """latest.pt (+ iter_N.pt): everything --resume needs, the RNG state of every rank included."""
         cfg = self.cfg
+        self.refresh_bn(it)
         rngs = [rng_state()]
         if self.world > 1:
             import torch.distributed as dist

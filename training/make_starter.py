@@ -3,6 +3,8 @@
     python -m comfyui_pal.training.make_starter --state runs/starter/best.pt \\
         --clean /data/clean/calib --val /data/synth --out models/weights/pal-starter.safetensors
 
+0. with --bn-data: `precise_bn.precise_bn_` recomputes the head's BatchNorm statistics on
+   --precise-bn training pictures at the working size (states trained before `pal train` did so);
 1. `evaluate.calibrate_operating_point`: the artifact-logit bias with the best val artifact IoU
    among those keeping the clean calibration pictures (full pictures of `--clean` plus the
    artifact-free images of the val split) at median PAR <= --max-median and p95 <= --max-p95;
@@ -67,6 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--shifts", default=None, help="candidate biases START:STOP:STEP (default -8:2:0.25)")
     ap.add_argument("--metrics", default=None, help="JSON file of extra metrics for the model card")
+    ap.add_argument("--bn-data", default=None, help="pal synth data set: recompute BatchNorm statistics on its train split")
+    ap.add_argument("--precise-bn", type=int, default=128, help="pictures for --bn-data")
     a = ap.parse_args(argv)
 
     import torch
@@ -75,7 +79,19 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(a.threads)
     state = load_state(a.state)
-    model = build_from_checkpoint(state["model"], state["model_config"], with_aux=False)
+    model_state = None
+    if a.bn_data:
+        from .loop import select_few
+        from .precise_bn import precise_bn_
+
+        full = build_from_checkpoint(state["model"], state["model_config"], with_aux=True)
+        full.train()
+        full.backbone.eval()  # the starter's backbone statistics are ImageNet's, frozen in training
+        pool = [s for s in discover(a.bn_data, "train").samples if s.label is not None]
+        n = precise_bn_(full, select_few(pool, min(a.precise_bn, len(pool)), 0), batch_size=4)
+        print(json.dumps({"precise_bn_images": n, "data": a.bn_data}), file=sys.stderr)
+        model_state = {k: v for k, v in full.state_dict().items()}
+    model = build_from_checkpoint(model_state or state["model"], state["model_config"], with_aux=False)
     clean = _clean_pictures(a.clean, a.val, a.split)
     val = [s for s in discover(a.val, a.split).samples if s.label is not None] if a.val else []
     shifts = None
@@ -88,7 +104,7 @@ def main(argv=None) -> int:
                    "fit": {k: v for k, v in op.items() if k != "artifact_logit_bias"},
                    "fit_on": {"clean": a.clean, "val": a.val, "split": a.split}}
     metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
-    out = export_from_state(a.state, a.out, metrics=metrics, description=STARTER_NOTE, calibration=calibration,
+    out = export_from_state(a.state, a.out, model_state=model_state, metrics=metrics, description=STARTER_NOTE, calibration=calibration,
                             extra_provenance={"backbone_source": BACKBONE_SOURCE},
                             license="MIT (project); backbone initialised from torchvision weights, BSD-3-Clause")
     print(json.dumps({"out": str(out), "calibration": calibration, "table": table}))
