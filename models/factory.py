@@ -43,6 +43,7 @@ _CONVNEXT_DEFAULTS = {  # mmpretrain ConvNeXt defaults (arch tiny)
 _TIMM_DEFAULTS = {"model_name": None, "out_indices": None, "kwargs": {}, "pretrained_path": None}
 _UPER_DEFAULTS = {
     "in_channels": None, "channels": 512, "pool_scales": [1, 2, 3, 6], "num_classes": 2, "dropout_ratio": 0.1,
+    "linear_bottleneck": False,
     "in_index": None, "align_corners": False,
 }
 _FCN_DEFAULTS = {

@@ -98,7 +98,8 @@ class UPerHead(nn.Module):
     lowres_fuse = True  # eval-mode shortcut for the FPN bottleneck (see the module docstring)
 
     def __init__(self, in_channels, channels: int = 512, pool_scales=(1, 2, 3, 6), num_classes: int = 2,
-                 dropout_ratio: float = 0.1, in_index=None, align_corners: bool = False):
+                 dropout_ratio: float = 0.1, in_index=None, align_corners: bool = False,
+                 linear_bottleneck: bool = False):
         super().__init__()
         self.in_channels = list(in_channels)
         self.in_index = list(in_index) if in_index is not None else list(range(len(self.in_channels)))
@@ -114,6 +115,13 @@ class UPerHead(nn.Module):
         self.lateral_convs = nn.ModuleList(ConvModule(c, channels, 1) for c in self.in_channels[:-1])
         self.fpn_convs = nn.ModuleList(ConvModule(channels, channels, 3, padding=1) for _ in self.in_channels[:-1])
         self.fpn_bottleneck = ConvModule(len(self.in_channels) * channels, channels, 3, padding=1)
+        if linear_bottleneck:
+            # No ReLU before the classifier (not in mmseg; the project's small starter head). With
+            # ReLU features a narrow head can learn "artifact = every feature off", which caps the
+            # artifact margin at the classifier's bias: all artifact pixels tie, and no threshold
+            # separates weak from strong evidence. Linear features keep the margin graded.
+            self.fpn_bottleneck.activate = nn.Identity()
+        self.linear_bottleneck = bool(linear_bottleneck)
         self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else None
         self.conv_seg = nn.Conv2d(channels, num_classes, 1)
         nn.init.normal_(self.conv_seg.weight, 0, 0.01)

@@ -352,3 +352,38 @@ def test_bn_folding_in_inference_only_and_state_dict_unchanged():
     assert float((folded - ref).abs().max()) <= 1e-5
     assert float((moved - folded).abs().max()) > 1e-3
     assert set(m.state_dict()) == keys and not any(k.startswith("_folded") for k in m.state_dict())
+
+
+def test_linear_bottleneck_option_keeps_negative_features_and_round_trips(tmp_path):
+    """decode_head.linear_bottleneck: no ReLU before the classifier, in train, eval (BN folded,
+    low-resolution fuse) and after a save/load; the default stays mmseg's ReLU."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from tiny_models import TINY as TINY_CFG
+
+    from comfyui_pal.models.checkpoint import build_from_checkpoint, load_checkpoint, save_safetensors
+
+    cfg = json.loads(json.dumps(TINY_CFG))
+    cfg["decode_head"]["linear_bottleneck"] = True
+    torch.manual_seed(0)
+    model = create_model(cfg, aux_head=False)
+    feats = {}
+    model.decode_head.fpn_bottleneck.register_forward_hook(lambda m, i, o: feats.__setitem__("x", o))
+    x = torch.randn(2, 3, 64, 64)
+    model.train()
+    model(x)
+    assert feats["x"].min() < 0  # linear features
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        model.decode_head.set_lowres_fuse(False)  # eval, mmseg's op order: the same linear features
+        assert torch.allclose(model(x), out, atol=1e-5)
+    path = save_safetensors(model.state_dict(), model.config, tmp_path / "lin.safetensors")
+    sd, config, _ = load_checkpoint(path)
+    again = build_from_checkpoint(sd, config, with_aux=False).eval()
+    assert isinstance(again.decode_head.fpn_bottleneck.activate, torch.nn.Identity)
+    with torch.no_grad():
+        assert torch.allclose(again(x), out, atol=1e-5)
+    default = create_model(dict(TINY_CFG), aux_head=False)
+    assert isinstance(default.decode_head.fpn_bottleneck.activate, torch.nn.ReLU)

@@ -219,3 +219,22 @@ def test_calibrate_bias_moves_the_threshold(tiny_data):
     assert torch.allclose(shifted["decode_head.conv_seg.bias"] - sd["decode_head.conv_seg.bias"],
                           torch.tensor([0.0, 2.5]))
     assert sd["decode_head.conv_seg.bias"] is not shifted["decode_head.conv_seg.bias"]
+
+
+def test_finetune_keeps_the_operating_point_of_its_init(tiny_data, tmp_path):
+    """pal finetune --init <calibrated checkpoint>: the export runs at the same artifact-logit bias."""
+    from comfyui_pal.models import load_detector
+    from comfyui_pal.models.checkpoint import load_checkpoint, save_safetensors
+    from comfyui_pal.models.factory import create_model
+
+    torch.manual_seed(0)
+    m = create_model(dict(TINY))
+    init = save_safetensors(m.state_dict(), m.config, tmp_path / "cal.safetensors",
+                            calibration={"artifact_logit_bias": -1.25})
+    res = L.train(_cfg(tiny_data, tmp_path / "ft", 2, init=str(init), model=None, export=str(tmp_path / "ft.safetensors")),
+                  log=lambda m: None)
+    _, _, prov = load_checkpoint(res["export"])
+    assert prov["calibration"] == {"artifact_logit_bias": -1.25, "inherited_from": "cal.safetensors"}
+    assert load_detector(res["export"]).artifact_logit_bias == -1.25
+    plain = L.train(_cfg(tiny_data, tmp_path / "p", 2, export=str(tmp_path / "p.safetensors")), log=lambda m: None)
+    assert "calibration" not in load_checkpoint(plain["export"])[2]

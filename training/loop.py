@@ -442,6 +442,15 @@ class Trainer:
             with open(self.work / "log.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
 
+    def inherited_calibration(self) -> dict | None:
+        """A fine-tune keeps the operating point of its --init checkpoint (e.g. pal-starter's
+        artifact-logit bias): exported without it, the raw network would run at a point nobody chose."""
+        init = self.provenance.get("init") or {}
+        cal = (init.get("provenance") or {}).get("calibration")
+        if not cal or "artifact_logit_bias" not in cal:
+            return None
+        return {"artifact_logit_bias": float(cal["artifact_logit_bias"]), "inherited_from": init.get("file")}
+
     def precise_bn_images(self) -> int:
         cfg = self.cfg
         if cfg.precise_bn is not None:
@@ -544,7 +553,8 @@ class Trainer:
             prov = dict(self.provenance, exported_from=src.name, iteration=state["iter"], best=self.best)
             result["export"] = os.fspath(export_safetensors(
                 state["model"], self.model_config, cfg.export, provenance=prov, fp16=cfg.export_fp16,
-                metrics=metrics, description=SYNTHETIC_NOTE if "training_data" in self.provenance else None))
+                metrics=metrics, description=SYNTHETIC_NOTE if "training_data" in self.provenance else None,
+                calibration=self.inherited_calibration()))
         if self.world > 1:
             import torch.distributed as dist
 
