@@ -160,7 +160,7 @@ def cmd_synth(args) -> int:
         exclude=tuple(parse_types(args.exclude)), artifacts_per_image=tuple(int(v) for v in args.per_image.split(",")),
         clean_ratio=args.clean_ratio, skimage_names=names, dead_leaves_ratio=args.dead_leaves_ratio,
         folders=tuple(args.folder or ()), by_type=args.by_type, label_rule=args.label_rule,
-        procedural_ratio=args.procedural_ratio)
+        procedural_ratio=args.procedural_ratio, dof_ratio=args.dof_ratio)
     try:
         res = generate(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as e:
@@ -226,6 +226,9 @@ def register(subparsers) -> None:
     p.add_argument("--dead-leaves-ratio", type=float, default=0.35)
     p.add_argument("--procedural-ratio", type=float, default=0.0,
                    help="share of procedural clean bases (gradients, textures, shapes)")
+    p.add_argument("--dof-ratio", type=float, default=0.0,
+                   help="share of bases given a clean depth-of-field blur (bokeh, tilt-shift) before any artifact: "
+                   "photographic blur is not an artifact")
     p.add_argument("--folder", action="append", help="also use the images in this folder as bases (repeatable)")
     p.add_argument("--by-type", action="store_true",
                    help="one artifact type per image, in <split>/<type>/ sub-folders (per-type metrics)")

@@ -212,3 +212,24 @@ def test_user_folder_bases(tmp_path):
     pool = S.BasePool(skimage_names=(), dead_leaves_ratio=0.0, folders=(str(folder),))
     img, name = pool.sample(np.random.default_rng(0), 48)
     assert img.shape == (48, 48, 3) and name == "p.png"
+
+
+def test_depth_of_field_is_a_clean_effect_deterministic_by_seed():
+    pool = S.BasePool(("astronaut",), 0.0, (), 0.0)
+    cfg = S.SynthConfig(out="unused", size=96, clean_ratio=1.0, dof_ratio=1.0, skimage_names=("astronaut",),
+                        dead_leaves_ratio=0.0)
+    img, label, info = S.make_sample(cfg, pool, "train", 3, list(S.ARTIFACT_TYPES))
+    again, label2, info2 = S.make_sample(cfg, pool, "train", 3, list(S.ARTIFACT_TYPES))
+    assert np.array_equal(img, again) and info == info2 and info["clean_effect"].startswith("dof:")
+    assert not label.any()  # photographic blur is labelled clean
+    plain, _, pinfo = S.make_sample(S.SynthConfig(out="unused", size=96, clean_ratio=1.0, skimage_names=("astronaut",),
+                                                  dead_leaves_ratio=0.0), pool, "train", 3, list(S.ARTIFACT_TYPES))
+    assert "clean_effect" not in pinfo and not np.array_equal(plain, img)
+    # the blur lowers local detail (Laplacian energy) where it applies
+    lap = [float(np.abs(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.CV_32F)).mean()) for x in (plain, img)]
+    assert lap[1] < lap[0]
+    # with artifacts injected afterwards, their pixels are still labelled
+    cfg_art = S.SynthConfig(out="unused", size=96, clean_ratio=0.0, dof_ratio=1.0, skimage_names=("astronaut",),
+                            dead_leaves_ratio=0.0, types=("fill",), artifacts_per_image=(1, 1))
+    _, lab_art, _ = S.make_sample(cfg_art, pool, "train", 0, ["fill"])
+    assert (lab_art == 1).any()

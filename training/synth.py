@@ -455,6 +455,37 @@ assert tuple(ARTIFACTS) == ARTIFACT_TYPES
 # --------------------------------------------------------------------------- injection
 
 
+def depth_of_field(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """A photographic effect that is *not* an artifact: defocus blur over a large, smoothly bounded
+    region (shallow depth of field: an in-focus ellipse, a tilt-shift band, a smooth random
+    field, or the whole frame). Applied to the base before any artifact, so its pixels stay 0.
+
+    Why: macro and portrait photos with bokeh were the starter's worst false positives (whole
+    blurred backgrounds marked as smear), and no training picture had much of it."""
+    h, w = img.shape[:2]
+    sigma = float(rng.uniform(2.5, 10.0)) * max(h, w) / 512
+    blurred = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sigma)
+    mode = rng.choice(["ellipse", "band", "field", "all"], p=[0.4, 0.2, 0.3, 0.1])
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    if mode == "ellipse":  # in focus around a point, defocused outside
+        cy, cx = rng.uniform(0.25, 0.75) * h, rng.uniform(0.25, 0.75) * w
+        ry, rx = rng.uniform(0.15, 0.4) * h, rng.uniform(0.15, 0.4) * w
+        d = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+        alpha = np.clip((d - 1.0) / rng.uniform(0.3, 1.0), 0, 1)
+    elif mode == "band":  # tilt-shift: a sharp band across the frame
+        ang = rng.uniform(0, np.pi)
+        t = (yy - h / 2) * np.cos(ang) + (xx - w / 2) * np.sin(ang)
+        half = rng.uniform(0.08, 0.25) * max(h, w)
+        alpha = np.clip((np.abs(t - rng.uniform(-0.2, 0.2) * max(h, w)) - half) / (0.2 * max(h, w)), 0, 1)
+    elif mode == "field":
+        f = smooth_noise(rng, (h, w), max(h, w) / 8)
+        alpha = np.clip((f - rng.uniform(-0.5, 0.5)) / 1.5 + 0.5, 0, 1)
+    else:
+        alpha = np.ones((h, w), np.float32)
+    out = img * (1 - alpha[..., None]) + blurred * alpha[..., None]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), f"dof:{mode}:{sigma:.1f}"
+
+
 def inject(img: np.ndarray, rng: np.random.Generator, types: Sequence[str], n_artifacts: int,
            pool: BasePool | None = None, min_visible: float = 6.0, tries: int = 4, label_rule: str = "visible"):
     """Apply `n_artifacts` artifacts drawn from `types` to a uint8 image.
@@ -516,6 +547,7 @@ class SynthConfig:
     dead_leaves_ratio: float = 0.35
     folders: Sequence[str] = ()
     procedural_ratio: float = 0.0  # share of procedural clean bases (gradients, textures, shapes)
+    dof_ratio: float = 0.0  # share of bases given a clean depth-of-field blur first (depth_of_field)
     by_type: bool = False  # one artifact type per image, written to <split>/<type>/ (per-task metrics)
     jpeg_quality: tuple[int, int] = (85, 97)
     label_rule: str = "visible"  # or "support" (see inject)
@@ -537,14 +569,19 @@ def make_sample(cfg: SynthConfig, pool: BasePool, split: str, index: int, types:
     """One (image, label, meta) triple; a pure function of (seed, split, index)."""
     rng = np.random.default_rng([cfg.seed, _SPLIT_ID.get(split, 3), index])
     base, source = pool.sample(rng, cfg.size)
+    effect = None
+    if cfg.dof_ratio > 0 and rng.random() < cfg.dof_ratio:  # no draw at 0: older data sets unchanged
+        base, effect = depth_of_field(base, rng)
     if cfg.by_type:
         types = [types[index % len(types)]]
     lo, hi = cfg.artifacts_per_image
     n = 0 if rng.random() < cfg.clean_ratio else int(rng.integers(lo, hi + 1))
     img, label, applied = inject(base, rng, types, n, pool, label_rule=cfg.label_rule)
     q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
-    return img, label, {"source": source, "artifacts": applied, "jpeg_quality": q,
-                        "task": types[0] if cfg.by_type else None}
+    info = {"source": source, "artifacts": applied, "jpeg_quality": q, "task": types[0] if cfg.by_type else None}
+    if effect:
+        info["clean_effect"] = effect
+    return img, label, info
 
 
 def _write_jpg(path: Path, img: np.ndarray, quality: int) -> None:
