@@ -25,17 +25,18 @@ import numpy as np
 from .backbone_weights import SOURCE as BACKBONE_SOURCE
 
 STARTER_NOTE = (
-    "**A default that does no harm, trained on synthetic data.** `pal-starter` is a MobileNetV2 "
-    "(ImageNet weights from torchvision, BSD-3-Clause) + UPerHead segmenter fine-tuned with `pal train` "
-    "on `pal synth` images: clean pictures (Debian desktop wallpapers, scikit-image, scikit-learn and "
-    "matplotlib sample images, procedural images), about 40 % of them left clean (label 0 everywhere), "
-    "the rest with injected artifacts (melted or deformed parts, duplicated parts, smeared texture inside "
-    "objects, incoherent small fragments, warps, blotches, fills, seams) and exact masks. Its operating "
-    "point is calibrated on held-out clean pictures so that clean images score PAR ~ 0. It is good for: "
-    "working offline out of the box (detect, score, fix in every host) and as a starting point for "
-    "fine-tuning (`pal finetune --init pal-starter`). It has never seen a real generated image: "
-    "**the official PAL4VST weights (`pal models download pal4vst-unified`) are the real detector on "
-    "generated images.**"
+    "**A default that does little harm, trained on synthetic data.** `pal-starter` is a MobileNetV2 "
+    "(ImageNet weights from torchvision, BSD-3-Clause) + 64-channel UPerHead (linear bottleneck) segmenter "
+    "trained with `pal train` on `pal synth` images: clean pictures (Debian desktop wallpapers, OpenCV, "
+    "scikit-image, scikit-learn and matplotlib sample photos, procedural images), about 45 % of them left "
+    "clean (label 0 everywhere) and a third given a clean depth-of-field blur (photographic blur is not an "
+    "artifact), the rest with injected artifacts (melted or deformed parts, duplicated parts, smeared texture "
+    "inside objects, incoherent small fragments, warps, blotches, fills, seams) and exact masks. Its "
+    "operating point is calibrated on clean pictures it never trained on so that clean images score PAR ~ 0. "
+    "It is good for: working offline out of the box (detect, score, fix in every host) and as a starting "
+    "point for fine-tuning (`pal finetune --init pal-starter`; add clean images to the fine-tuning set, see "
+    "below). It has never seen a real generated image: **the official PAL4VST weights (`pal models download "
+    "pal4vst-unified`) are the real detector on generated images.**"
 )
 
 
