@@ -8,6 +8,7 @@ machine only such ratios mean something. Output: JSON lines.
     python benchmarks/bench_speed.py batch [--batches 1 4] [--dtype fp32] [--model M | --preset P]
     python benchmarks/bench_speed.py starter [--model M]       # fp32 and bf16 (CPU) latency, cold and warm
     python benchmarks/bench_speed.py cold [--preset P]          # first call (kernel creation) vs warm, per dtype
+    python benchmarks/bench_speed.py bf16 [--runs 5]             # bf16 variants: default, +SDPA, +channels_last head
 
 `candidates` (PAL4VST Swin-B-w12 UperNet, random weights, fp32 unless named):
   literal       mmseg's op order (no FPN fuse, no SDPA, no BN folding), the reference
@@ -123,6 +124,34 @@ def candidates(args) -> None:
     summary(times, "candidates", preset=args.preset, size=args.size)
 
 
+def bf16_variants(args) -> None:
+    """The bf16 network (what --dtype bf16 runs) against bf16 with SDPA window attention and with a
+    channels_last head: which one the bf16 default should be."""
+    from comfyui_pal.models import create_model
+
+    torch.manual_seed(0)
+    base = create_model(args.preset, aux_head=False).eval()
+
+    def bf(m):
+        m = m.to(torch.bfloat16)
+        m.decode_head.conv_seg.float()  # as Detector does
+        return m
+
+    default = bf(copy.deepcopy(base))
+    sdpa = bf(copy.deepcopy(base))
+    sdpa.backbone.set_fused_attn(True)
+    cl = bf(copy.deepcopy(base))
+    cl.decode_head = _ChannelsLastHead(cl.decode_head)
+    x = torch.randn(1, 3, args.size, args.size).bfloat16()
+    nets = {"bf16": default, "bf16+sdpa": sdpa, "bf16+cl_head": cl}
+    with torch.inference_mode():
+        ref = default(x).float()
+        diffs = {k: float((m(x).float() - ref).abs().max()) for k, m in nets.items()}
+    print(json.dumps({"bench": "bf16_max_abs_logit_diff_vs_bf16", **diffs}), flush=True)
+    times = alternate({k: (lambda m=m: m(x)) for k, m in nets.items()}, args.runs)
+    summary(times, "bf16_variants", preset=args.preset, size=args.size)
+
+
 def batch(args) -> None:
     from comfyui_pal.models import Detector, create_model, load_detector
 
@@ -177,7 +206,7 @@ def cold(args) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("candidates", "batch", "starter", "cold"))
+    p.add_argument("what", choices=("candidates", "batch", "starter", "cold", "bf16"))
     p.add_argument("--preset", default="pal4vst-swin-b-w12")
     p.add_argument("--model", default=None, help="starter/batch: a checkpoint or registry name (starter default: "
                    "the bundled pal-starter; batch default: --preset with random weights)")
@@ -189,7 +218,7 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="candidates: also torch.compile (opt-in; slow to compile)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    {"candidates": candidates, "batch": batch, "starter": starter, "cold": cold}[a.what](a)
+    {"candidates": candidates, "batch": batch, "starter": starter, "cold": cold, "bf16": bf16_variants}[a.what](a)
     return 0
 
 
