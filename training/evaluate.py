@@ -17,10 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.preprocess import normalize
 from .data import IGNORE_INDEX, DataError, Sample, discover, load_sample
 from .state import load_state, unwrap
-from .transforms import test_resize
+from .transforms import working_input
 
 
 class IoUAccumulator:
@@ -87,7 +86,7 @@ def evaluate_model(model, samples: Sequence[Sample], device=None, size=None, res
     device = device or next(model.parameters()).device
     pre = model.config.get("preprocess", {}) if hasattr(model, "config") else {}
     size = size or tuple(pre.get("size") or (512, 512))
-    resize = resize or pre.get("resize", "bilinear")
+    resize = resize or pre.get("resize", "bicubic")
     was_training = model.training
     model.eval()
     acc = IoUAccumulator()
@@ -97,8 +96,7 @@ def evaluate_model(model, samples: Sequence[Sample], device=None, size=None, res
             img, label = load_sample(s)
             if label is None:
                 raise DataError(f"{s.image}: evaluation needs a label")
-            x = torch.from_numpy(np.array(test_resize(img, size, resize))).permute(2, 0, 1)[None].to(device)
-            logits = model(normalize(x, pre))
+            logits = model(working_input(img, pre, size, resize).to(device))
             pred_work = logits.argmax(1)[0]
             pred_par = float((pred_work == 1).float().mean())
             full = F.interpolate(logits.float(), size=label.shape, mode="bilinear", align_corners=False)
@@ -124,7 +122,6 @@ def calibrate_bias(model, samples: Sequence[Sample], shifts=None, device=None) -
     model = unwrap(model)
     device = device or next(model.parameters()).device
     pre = model.config.get("preprocess", {})
-    size = tuple(pre.get("size") or (512, 512))
     shifts = list(shifts if shifts is not None else np.round(np.arange(-1.0, 3.01, 0.25), 2))
     inter = dict.fromkeys(shifts, 0)
     union = dict.fromkeys(shifts, 0)
@@ -133,8 +130,7 @@ def calibrate_bias(model, samples: Sequence[Sample], shifts=None, device=None) -
     try:
         for s in samples:
             img, label = load_sample(s)
-            x = torch.from_numpy(np.array(test_resize(img, size, pre.get("resize", "bilinear")))).permute(2, 0, 1)
-            logits = model(normalize(x[None].to(device), pre))
+            logits = model(working_input(img, pre).to(device))
             full = F.interpolate(logits.float(), size=label.shape, mode="bilinear", align_corners=False)[0]
             margin = (full[1] - full[0]).cpu().numpy()
             valid, gt = label != IGNORE_INDEX, label == 1
@@ -201,14 +197,12 @@ def margin_maps(model, images: Sequence[np.ndarray], device=None) -> list[np.nda
     model = unwrap(model)
     device = device or next(model.parameters()).device
     pre = model.config.get("preprocess", {})
-    size = tuple(pre.get("size") or (512, 512))
     was_training = model.training
     model.eval()
     out = []
     try:
         for img in images:
-            x = torch.from_numpy(np.array(test_resize(img, size, pre.get("resize", "bicubic")))).permute(2, 0, 1)
-            logits = model(normalize(x[None].to(device), pre)).float()[0]
+            logits = model(working_input(img, pre).to(device)).float()[0]
             out.append((logits[1] - logits[0]).cpu().numpy())
     finally:
         model.train(was_training)

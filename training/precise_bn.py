@@ -16,23 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
-import numpy as np
 import torch
 
-from ..models.preprocess import normalize
 from .data import Sample, load_sample
-from .transforms import test_resize
+from .transforms import working_input
 
 
 def working_batches(samples: Sequence[Sample], preprocess: dict, batch_size: int,
                     device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
     """Normalised NCHW batches of whole pictures resized to the working size, as the detector sees them."""
-    size = tuple(preprocess.get("size") or (512, 512))
-    mode = preprocess.get("resize", "bicubic")
     for i in range(0, len(samples), batch_size):
-        imgs = [np.array(test_resize(load_sample(s)[0], size, mode)) for s in samples[i:i + batch_size]]
-        x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
-        yield normalize(x.to(device), preprocess)
+        yield torch.cat([working_input(load_sample(s)[0], preprocess) for s in samples[i:i + batch_size]]).to(device)
 
 
 def _forward(model):

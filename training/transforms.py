@@ -87,3 +87,15 @@ def test_resize(img: np.ndarray, size, mode: str = "bilinear") -> np.ndarray:
     from ..models.preprocess import resize_uint8
 
     return resize_uint8(img, size, mode)
+
+
+def working_input(img: np.ndarray, preprocess: dict, size=None, resize: str | None = None):
+    """An RGB uint8 picture as the detector sees it: resized to the working size (no ratio kept),
+    normalised, [1, 3, H, W] float32. The one place evaluation, calibration and precise BN make it."""
+    import torch
+
+    from ..models.preprocess import normalize
+
+    size = tuple(size or preprocess.get("size") or (512, 512))
+    x = torch.from_numpy(np.array(test_resize(img, size, resize or preprocess.get("resize", "bicubic"))))
+    return normalize(x.permute(2, 0, 1)[None].float(), preprocess)
