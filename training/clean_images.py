@@ -45,7 +45,7 @@ WHEELS = {  # requirement -> members to read
 TRAIN_DEBS = ("plasma-workspace-wallpapers", "gnome-backgrounds", "xfdesktop4-data", "sway-backgrounds",
               "desktop-base")
 # Packages whose pictures are not all wallpapers: only files matching the pattern, keyed by theme.
-DEB_PICK = {"desktop-base": "*/desktop-base/*-theme/grub/grub-16x9.png"}
+DEB_PICK = {"desktop-base": "desktop-base/*-theme/grub/grub-16x9.png"}  # under usr/share
 # OpenCV's sample photographs (Apache-2.0 project; the pictures' own terms are in its README).
 # Skipped on purpose: chessboards, logos, text, synthetic test patterns, the motion/defocus
 # blurred and the ELA-*modified* pictures (they look like artifacts).
@@ -120,7 +120,7 @@ def deb_images(cache: Path, package: str) -> dict[str, np.ndarray]:
         subprocess.run(["dpkg-deb", "-x", os.fspath(debs[-1]), os.fspath(root)], check=True)
     groups: dict[str, Path] = {}
     if package in DEB_PICK:
-        for p in sorted(root.glob("**/" + DEB_PICK[package].lstrip("*/"))):
+        for p in sorted(root.glob("**/" + DEB_PICK[package])):
             groups[p.parts[-3]] = p
     for p in ([] if package in DEB_PICK else sorted(root.rglob("*"))):
         if p.suffix.lower() not in _EXTS or not p.is_file() or "screenshot" in p.name.lower():

@@ -220,6 +220,8 @@ def calibrate_operating_point(model, clean_images: Sequence[np.ndarray], val_sam
     labelled `val_samples` (no samples: the largest admissible bias). When no shift is
     admissible, the most negative one is returned and `admissible` is False.
     """
+    if not len(clean_images):
+        raise ValueError("calibration needs clean pictures: give --clean FOLDER (or a val split with clean images)")
     shifts = sorted(float(v) for v in (shifts if shifts is not None else np.round(np.arange(-8.0, 2.01, 0.25), 2)))
     margins = margin_maps(model, clean_images, device)
     clean_par = {d: np.array([float((m + d > 0).mean()) for m in margins]) for d in shifts}

@@ -54,11 +54,6 @@ def _clean_pictures(folder: str | None, val_data: str | None, split: str) -> lis
 
 
 def main(argv=None) -> int:
-    from .data import discover
-    from .evaluate import calibrate_operating_point
-    from .export import export_from_state
-    from .state import load_state
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--state", required=True, help="pal train state (best.pt / latest.pt)")
     ap.add_argument("--clean", default=None, help="folder of clean pictures not used in training")
@@ -73,10 +68,23 @@ def main(argv=None) -> int:
     ap.add_argument("--bn-data", default=None, help="pal synth data set: recompute BatchNorm statistics on its train split")
     ap.add_argument("--precise-bn", type=int, default=128, help="pictures for --bn-data")
     a = ap.parse_args(argv)
+    from .data import DataError
 
+    try:
+        return _run(a)
+    except (OSError, DataError, ValueError) as e:  # a missing state/folder: say which, write nothing
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
     import torch
 
     from ..models.checkpoint import build_from_checkpoint
+    from .data import discover
+    from .evaluate import calibrate_operating_point
+    from .export import export_from_state
+    from .state import load_state
 
     torch.set_num_threads(a.threads)
     state = load_state(a.state)
@@ -91,7 +99,7 @@ def main(argv=None) -> int:
         pool = [s for s in discover(a.bn_data, "train").samples if s.label is not None]
         n = precise_bn_(full, select_few(pool, min(a.precise_bn, len(pool)), 0), batch_size=4)
         print(json.dumps({"precise_bn_images": n, "data": a.bn_data}), file=sys.stderr)
-        model_state = {k: v for k, v in full.state_dict().items()}
+        model_state = dict(full.state_dict())
     model = build_from_checkpoint(model_state or state["model"], state["model_config"], with_aux=False)
     clean = _clean_pictures(a.clean, a.val, a.split)
     val = [s for s in discover(a.val, a.split).samples if s.label is not None] if a.val else []
