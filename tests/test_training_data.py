@@ -233,3 +233,12 @@ def test_depth_of_field_is_a_clean_effect_deterministic_by_seed():
                             dead_leaves_ratio=0.0, types=("fill",), artifacts_per_image=(1, 1))
     _, lab_art, _ = S.make_sample(cfg_art, pool, "train", 0, ["fill"])
     assert (lab_art == 1).any()
+
+
+@pytest.mark.parametrize("flag", ["--dof-ratio", "--clean-ratio", "--procedural-ratio"])
+def test_synth_share_out_of_range_is_a_clear_error_and_writes_nothing(tmp_path, capsys, flag):
+    from comfyui_pal.cli import main
+
+    assert main(["synth", str(tmp_path / "out"), "--n-train", "1", "--n-val", "0", flag, "1.5"]) == 2
+    assert f"{flag} 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

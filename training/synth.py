@@ -552,6 +552,12 @@ class SynthConfig:
     jpeg_quality: tuple[int, int] = (85, 97)
     label_rule: str = "visible"  # or "support" (see inject)
 
+    def check_shares(self) -> None:
+        for name in ("clean_ratio", "dead_leaves_ratio", "procedural_ratio", "dof_ratio"):
+            v = getattr(self, name)
+            if not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} {v}: a share of images, give a value from 0 to 1")
+
     def active_types(self) -> list[str]:
         bad = [t for t in list(self.types) + list(self.exclude) if t not in ARTIFACT_TYPES]
         if bad:
@@ -608,6 +614,7 @@ def generate(cfg: SynthConfig, progress: Callable[[str], None] | None = None) ->
     `images/<split>[/<type>]/<split>_<index>.jpg`, `labels/...png` (0/1/255) and
     `synth_meta.json` (config, per-image sources and artifact types).
     """
+    cfg.check_shares()
     types = cfg.active_types()
     pool = BasePool(cfg.skimage_names, cfg.dead_leaves_ratio, cfg.folders, cfg.procedural_ratio)
     root = Path(cfg.out)
