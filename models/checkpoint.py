@@ -349,7 +349,11 @@ def save_safetensors(
             continue
         v = v.detach().to("cpu")
         if dtype is not None and v.is_floating_point():
-            v = v.to(dtype)
+            low = v.to(dtype)
+            # A value past the narrow dtype's range (e.g. a BatchNorm running_var of 1e5 in fp16)
+            # would become inf and silently zero its channel: such a tensor keeps its precision.
+            if bool(torch.isfinite(low).all()) or not bool(torch.isfinite(v).all()):
+                v = low
         tensors[k] = v.contiguous().clone()  # clone: safetensors refuses shared storage
     meta = {
         "format": FORMAT,

@@ -334,3 +334,21 @@ def test_score_batch_size_gives_the_same_pars(fixtures_dir, tmp_path, capsys):
     for k, v in out["1"].items():  # batched kernels may round differently: a pixel or two at most
         assert v == out["2"][k] if v == "error" else abs(v - out["2"][k]) <= 1e-4
     assert pal(["score", str(tmp_path), "--batch-size", "0", "--model", str(fixtures_dir / "tiny_swin_upernet_w7.pth")]) == 2
+
+
+def test_fp16_export_keeps_tensors_fp16_cannot_hold(tmp_path):
+    """A BatchNorm running_var past 65504 stays float32 in an fp16 file (was inf: a dead channel)."""
+    from comfyui_pal.models.checkpoint import load_checkpoint, save_safetensors
+    from comfyui_pal.models.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model({"backbone": {"type": "timm", "model_name": "resnet10t", "out_indices": [1, 2, 3, 4],
+                                       "kwargs": {"channels": [8, 16, 24, 32]}},
+                          "decode_head": {"type": "UPerHead", "channels": 16}}, aux_head=False)
+    sd = model.state_dict()
+    sd["decode_head.bottleneck.bn.running_var"] = torch.full_like(sd["decode_head.bottleneck.bn.running_var"], 1.7e5)
+    path = save_safetensors(sd, model.config, tmp_path / "m.safetensors", dtype=torch.float16)
+    got, _, _ = load_checkpoint(path)
+    rv = got["decode_head.bottleneck.bn.running_var"]
+    assert rv.dtype == torch.float32 and torch.all(rv == 1.7e5)
+    assert got["decode_head.conv_seg.weight"].dtype == torch.float16  # the rest is fp16

@@ -43,7 +43,7 @@ pal train --data "$D/train" --work-dir "$W" --model models/weights/pal-starter.c
 #    -> val artifact IoU (argmax) 40.4 @1000, 47.4 @2000, 59.0 @4000, 65.5 @6000, 59.8 @7000 (0.25-0.3 s/iteration)
 pal train --data "$D/train_dof" --work-dir "$W-dof" --model models/weights/pal-starter.config.json \
   --init "$W/latest.pt" --max-iters 2500 --lr 2e-4 --warmup-iters 50 --poly-end 2500 --val-interval 1250 --seed 1 $F
-#    -> val (depth-of-field set) artifact IoU 42.8 @1250, 44.5 @2500
+#    -> val (depth-of-field set) artifact IoU 43.0 @1250, 44.5 @2500
 
 # 5. Operating point on clean calibration pictures (clean/calib + the clean val images), export.
 python -m comfyui_pal.training.make_starter --state "$W-dof/latest.pt" --bn-data "$D/train_dof" --precise-bn 128 \
@@ -56,7 +56,7 @@ pal synth "$D/heldout" --n-train 0 --n-val 0 --n-test 110 --seed 1001 --by-type 
   --folder "$D/clean/heldout" --clean-ratio 0 --procedural-ratio 0.15 --dead-leaves-ratio 0.2
 #    heldout10 = heldout without its checkerboard folder (the type the starter never saw)
 python benchmarks/bench_starter.py targets --data "$D/heldout10" --clean "$D/clean/heldout"
-# -> clean: median 0, p95 0.061, max 0.119 (29/47 at 0); held-out synthetic aIoU 42.8, mIoU 69.5 (all 11
+# -> clean: median 0, p95 0.062, max 0.118 (28/47 at 0); held-out synthetic aIoU 43.0, mIoU 69.6 (all 11
 #    types: aIoU 37.6); 5.11 MB; fp32 0.148 s, bf16 0.069 s
 python benchmarks/bench_starter.py real --pal4vst PAL4VST_CHECKOUT
 # -> mask2image IoU vs the official mask 0.070, PAR 0.112 (official 0.076); StyleGAN2 Spearman 0.51
@@ -71,5 +71,5 @@ python benchmarks/bench_starter.py fewshot --data "$D/fewshot" --test "$D/heldou
   --iters 200 --lr 3e-4 --batch 4 --crop 256 --work-dir "$W-fewshot" --finetune-args "--amp bf16 --freeze backbone_bn
   --freeze-prefix backbone.body.conv_stem --freeze-prefix backbone.body.bn1 --freeze-prefix backbone.body.blocks.0
   --freeze-prefix backbone.body.blocks.1 --cache-images --class-weight 1,2"
-# -> held-out checkerboard aIoU 0.0 -> 59.3 (58 s); its held-out clean p95 0.061 -> 0.77 (no clean images in the set)
+# -> held-out checkerboard aIoU 0.0 -> 59.3 (58 s); its held-out clean p95 0.062 -> 0.77 (no clean images in the set)
 python benchmarks/bench_starter.py clean --model "$W-fewshot/fewshot.safetensors" --data "$D/clean/heldout"
