@@ -48,6 +48,8 @@ def _add_train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--aux-weight", type=float, default=0.4)
     p.add_argument("--class-weight", type=_floats, default=None,
                    help="per-class CE weights, e.g. 1,3 (default: unweighted, as the official recipe)")
+    p.add_argument("--dice-weight", type=float, default=0.0,
+                   help="add this weight x soft Dice loss of the artifact class (default 0: CE only, as the official recipe)")
     p.add_argument("--clip-grad", type=float, default=None)
     p.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto")
     p.add_argument("--workers", type=int, default=2)
@@ -84,7 +86,7 @@ def _train_config(args, finetune: bool):
         backbone_weights=args.backbone_weights, max_iters=args.max_iters, batch_size=args.batch_size,
         grad_accum=args.grad_accum, crop_size=args.crop_size, scale=args.scale, ratio_range=tuple(args.ratio_range),
         cat_max_ratio=args.cat_max_ratio, lr=args.lr, weight_decay=args.weight_decay, head_lr_mult=args.head_lr_mult,
-        warmup_iters=args.warmup_iters, poly_end=poly_end, aux_weight=args.aux_weight, class_weight=args.class_weight, clip_grad=args.clip_grad,
+        warmup_iters=args.warmup_iters, poly_end=poly_end, aux_weight=args.aux_weight, class_weight=args.class_weight, dice_weight=args.dice_weight, clip_grad=args.clip_grad,
         amp=args.amp, num_workers=args.workers, seed=args.seed, val_interval=args.val_interval, metric=args.metric,
         checkpoint_interval=args.checkpoint_interval, keep_iter_checkpoints=args.keep_iter_checkpoints,
         log_interval=args.log_interval, resume=args.resume, freeze=args.freeze, num_images=args.num_images,

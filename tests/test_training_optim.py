@@ -163,3 +163,34 @@ def test_training_states_are_read_without_running_code(tmp_path):
     torch.save({"model": {}, "model_config": {}, "x": Evil()}, bad)
     with pytest.raises(pickle.UnpicklingError):
         load_state(bad)
+
+
+def test_dice_term_rewards_overlap_counts_false_positives_and_skips_ignored_pixels():
+    import torch
+
+    from comfyui_pal.training.loop import dice_loss, seg_loss
+
+    label = torch.zeros(2, 8, 8, dtype=torch.long)
+    label[0, 2:6, 2:6] = 1  # image 0: one artifact square; image 1: clean
+    label[0, 0, :] = 255
+
+    def logits_for(mask):  # confident logits that predict `mask` as artifact
+        lg = torch.full((2, 2, 8, 8), -6.0)
+        lg[:, 0] = 6.0
+        lg[:, 1][mask] = 12.0
+        return lg
+
+    exact = logits_for(label == 1)
+    assert float(dice_loss(exact, label)) < 0.01
+    fp = (label == 1).clone()
+    fp[1, :4, :4] = True  # the same hit plus a false positive on the clean picture
+    assert float(dice_loss(logits_for(fp), label)) > 0.2
+    miss = torch.zeros_like(fp)
+    assert float(dice_loss(logits_for(miss), label)) > 0.9
+    ignored = (label == 1) | (label == 255)  # "artifact" on ignored pixels costs nothing
+    assert float(dice_loss(logits_for(ignored), label)) == pytest.approx(float(dice_loss(exact, label)), abs=1e-6)
+    # seg_loss adds it to the CE only when asked, scaled by the weight
+    plain = seg_loss({"out": logits_for(fp)}, label, aux_weight=0)
+    withd = seg_loss({"out": logits_for(fp)}, label, aux_weight=0, dice_weight=0.5)
+    assert "dice" not in plain and torch.isclose(withd["dice"], 0.5 * dice_loss(logits_for(fp), label))
+    assert torch.isclose(withd["total"], plain["total"] + withd["dice"])

@@ -74,6 +74,10 @@ class TrainConfig:
     # Per-class CE weights (mmseg semantics, see seg_loss); None = the official unweighted loss.
     # A few % artifact pixels (and many clean images) otherwise pull the model to "all clean".
     class_weight: tuple[float, ...] | None = None
+    # Weight of a soft Dice term on the artifact class of the decode output, added to the CE
+    # (mmseg's loss_decode=[CE, Dice] pattern). 0 = the official CE-only loss. Dice is computed
+    # over the whole batch, so false positives on clean images in the batch lower it too.
+    dice_weight: float = 0.0
     clip_grad: float | None = None
     amp: str = "auto"  # auto (fp16 on CUDA) | off | fp16 | bf16
     num_workers: int = 2
@@ -216,14 +220,24 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device):
     return torch.float16
 
 
+def dice_loss(logits: torch.Tensor, label: torch.Tensor, cls: int = 1, smooth: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice of class `cls` over the batch (ignored pixels left out): directly the
+    overlap the artifact IoU measures, where CE counts each pixel alone."""
+    keep = (label != IGNORE_INDEX).float()
+    p = torch.softmax(logits.float(), dim=1)[:, cls] * keep
+    t = (label == cls).float() * keep
+    return 1.0 - (2.0 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+
+
 def seg_loss(out: dict, label: torch.Tensor, aux_weight: float = 0.4, avg_non_ignore: bool = False,
-             class_weight=None) -> dict:
+             class_weight=None, dice_weight: float = 0.0) -> dict:
     """mmseg decode + auxiliary CE: logits resized (bilinear) to the label, ignore 255.
 
     As mmseg's `CrossEntropyLoss`: each pixel's CE is scaled by its class weight (if given) and
     the sum is divided by the number of pixels, all of them (`avg_non_ignore=False`, mmseg's
     default: ignored pixels count as 0) or only the non-ignored ones (`avg_non_ignore=True`).
     Weights do not change the denominator, so unit weights give the unweighted loss.
+    `dice_weight` > 0 adds `dice_weight * dice_loss` of the decode output ("dice").
     """
     losses = {}
     w = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32, device=label.device)
@@ -235,6 +249,8 @@ def seg_loss(out: dict, label: torch.Tensor, aux_weight: float = 0.4, avg_non_ig
         ce = F.cross_entropy(logits, label, weight=w, ignore_index=IGNORE_INDEX, reduction="none")
         denom = (label != IGNORE_INDEX).sum().clamp(min=1) if avg_non_ignore else label.numel()
         losses[key] = weight * ce.sum() / denom
+        if key == "out" and dice_weight:
+            losses["dice"] = dice_weight * dice_loss(logits, label)
     losses["total"] = sum(losses.values())
     return losses
 
@@ -418,7 +434,8 @@ class Trainer:
             with sync_ctx:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     out = self.ddp_model(normalize(img, pre))
-                loss = seg_loss(out, label, cfg.aux_weight, cfg.avg_non_ignore, cfg.class_weight)["total"]
+                loss = seg_loss(out, label, cfg.aux_weight, cfg.avg_non_ignore, cfg.class_weight,
+                                cfg.dice_weight)["total"]
                 loss = loss / cfg.grad_accum
                 if not torch.isfinite(loss.detach()):
                     raise TrainingDiverged(
