@@ -10,7 +10,7 @@ import json
 import shlex
 import sys
 
-FINETUNE_DEFAULTS = {"max_iters": 2000, "lr": 2e-5, "warmup_iters": 100, "num_images": 10, "val_interval": 200,
+FINETUNE_DEFAULTS = {"clean_replay": 10, "max_iters": 2000, "lr": 2e-5, "warmup_iters": 100, "num_images": 10, "val_interval": 200,
                      "checkpoint_interval": 200, "batch_size": 8}
 
 
@@ -67,6 +67,12 @@ def _add_train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
                    "e.g. backbone.body.conv_stem")
     p.add_argument("--num-images", type=int, default=d.get("num_images"),
                    help="use only N training images, picked by --seed" + (" (few-shot default 10)" if finetune else ""))
+    p.add_argument("--clean-replay", type=int, default=d.get("clean_replay", 0), metavar="N",
+                   help="add N clean pictures (label 0, made offline by pal synth) to the training images, so a "
+                   "few-shot set of artifact images does not teach 'everything is artifact'"
+                   + (" (default 10; 0 = off)" if finetune else " (default 0)"))
+    p.add_argument("--clean-replay-folder", action="append", default=None, metavar="DIR",
+                   help="also draw the clean replay pictures from this folder of clean images (repeatable)")
     p.add_argument("--device", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--cache-images", action="store_true", help="keep decoded images in memory")
@@ -90,6 +96,7 @@ def _train_config(args, finetune: bool):
         amp=args.amp, num_workers=args.workers, seed=args.seed, val_interval=args.val_interval, metric=args.metric,
         checkpoint_interval=args.checkpoint_interval, keep_iter_checkpoints=args.keep_iter_checkpoints,
         log_interval=args.log_interval, resume=args.resume, freeze=args.freeze, num_images=args.num_images,
+        clean_replay=args.clean_replay, clean_replay_folders=tuple(args.clean_replay_folder or ()),
         freeze_prefixes=tuple(args.freeze_prefix or ()),
         device=args.device, threads=args.threads, cache_images=args.cache_images, export=args.export,
         precise_bn=args.precise_bn, export_fp16=not args.export_fp32, command=_command_line(args, "finetune" if finetune else "train"))

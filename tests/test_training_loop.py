@@ -238,3 +238,27 @@ def test_finetune_keeps_the_operating_point_of_its_init(tiny_data, tmp_path):
     assert load_detector(res["export"]).artifact_logit_bias == -1.25
     plain = L.train(_cfg(tiny_data, tmp_path / "p", 2, export=str(tmp_path / "p.safetensors")), log=lambda m: None)
     assert "calibration" not in load_checkpoint(plain["export"])[2]
+
+
+def test_clean_replay_adds_clean_pictures_deterministically(tiny_data, tmp_path):
+    """--clean-replay N: N label-0 pictures join the few-shot images; same pictures on a rerun."""
+    import numpy as np
+    from PIL import Image
+
+    from comfyui_pal.training.data import DataError, read_label
+
+    tr = L.Trainer(_cfg(tiny_data, tmp_path / "a", 1, num_images=3, clean_replay=4), log=lambda m: None).setup()
+    assert len(tr.samples) == 7 and tr.n_replay == 4
+    replay = [s for s in tr.samples if "clean_replay" in str(s.image)]
+    assert len(replay) == 4 and all(not read_label(s.label).any() for s in replay)
+    assert tr.provenance["train_images"] == 3 and tr.provenance["clean_replay_images"] == 4
+    again = L.Trainer(_cfg(tiny_data, tmp_path / "b", 1, num_images=3, clean_replay=4), log=lambda m: None).setup()
+    a = [np.asarray(Image.open(s.image)) for s in replay]
+    b = [np.asarray(Image.open(s.image)) for s in again.samples if "clean_replay" in str(s.image)]
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert L.Trainer(_cfg(tiny_data, tmp_path / "c", 1, num_images=3), log=lambda m: None).setup().n_replay == 0
+    with pytest.raises(ValueError, match="--clean-replay -1"):
+        L.Trainer(_cfg(tiny_data, tmp_path / "d", 1, clean_replay=-1), log=lambda m: None).setup()
+    with pytest.raises(DataError, match="--clean-replay-folder"):
+        L.Trainer(_cfg(tiny_data, tmp_path / "e", 1, clean_replay=2, clean_replay_folders=(str(tmp_path / "nope"),)),
+                  log=lambda m: None).setup()

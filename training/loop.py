@@ -96,6 +96,12 @@ class TrainConfig:
     # (the high-resolution layers) makes a CPU step much cheaper
     freeze_prefixes: tuple[str, ...] = ()
     num_images: int | None = None  # use only N training images (few-shot), picked by seed
+    # Clean negatives added to the training images: N pictures with label 0 everywhere, made
+    # once into WORK_DIR/clean_replay by `pal synth` (scikit-image pictures, procedural images,
+    # depth-of-field blur; plus `clean_replay_folders`). Why: a few-shot set of artifact images
+    # alone teaches "everything is artifact" and the clean side is forgotten.
+    clean_replay: int = 0
+    clean_replay_folders: tuple[str, ...] = ()
     device: str | None = None
     threads: int | None = None
     cache_images: bool = False
@@ -255,6 +261,23 @@ def seg_loss(out: dict, label: torch.Tensor, aux_weight: float = 0.4, avg_non_ig
     return losses
 
 
+def make_clean_replay(out: Path, n: int, seed: int, folders: Sequence[str] = ()) -> list[Sample]:
+    """`n` clean training pictures (label 0 everywhere) written to `out` by `pal synth`.
+
+    A pure function of (n, seed, folders): a resumed run rebuilds the same pictures. Bases are the
+    package's own offline ones (scikit-image pictures, dead leaves, procedural images) plus the
+    pictures in `folders`; a third get a clean depth-of-field blur.
+    """
+    from .synth import SynthConfig, generate
+
+    for f in folders:
+        if not Path(f).is_dir():
+            raise DataError(f"--clean-replay-folder {f!r} is not a folder; give a folder of clean pictures")
+    generate(SynthConfig(out=os.fspath(out), n_train=int(n), n_val=0, seed=10_000 + int(seed), clean_ratio=1.0,
+                         dead_leaves_ratio=0.2, procedural_ratio=0.2, dof_ratio=0.3, folders=tuple(folders)))
+    return [s for s in discover(out, "train").samples if s.label is not None]
+
+
 def select_few(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
     """n training images picked deterministically (sorted, then a seeded permutation)."""
     samples = sorted(samples, key=lambda s: str(s.image))
@@ -342,6 +365,15 @@ class Trainer:
             raise DataError(f"{cfg.data}: no labelled images in split '{cfg.train_split}'")
         if cfg.num_images:
             samples = select_few(samples, cfg.num_images, cfg.seed)
+        n_user = len(samples)
+        if cfg.clean_replay < 0:
+            raise ValueError(f"--clean-replay {cfg.clean_replay}: give a number of clean pictures (0 = off)")
+        if cfg.clean_replay > 0:
+            replay = make_clean_replay(self.work / "clean_replay", cfg.clean_replay, cfg.seed,
+                                       cfg.clean_replay_folders)
+            self.log(f"clean replay: {len(replay)} clean pictures (label 0) added to {len(samples)} training images")
+            samples = list(samples) + replay
+        self.n_replay = len(samples) - n_user
         self.samples = samples
         self.val_samples: list[Sample] = []
         if cfg.val_interval > 0:
@@ -367,7 +399,8 @@ class Trainer:
         self.model_config = json.loads(json.dumps(unwrap(model).config))
         self.model_config["backbone"].pop("pretrained_path", None)
         self.provenance = dict(prov, training_command=cfg.command, train_config=cfg.public(),
-                               train_images=len(self.samples), world_size=self.world, torch=torch.__version__)
+                               train_images=len(self.samples) - self.n_replay,
+                               clean_replay_images=self.n_replay, world_size=self.world, torch=torch.__version__)
         synth_meta = Path(cfg.data) / "synth_meta.json"
         if synth_meta.is_file():  # made by `pal synth`: say so in the provenance and the model card
             meta = json.loads(synth_meta.read_text())
