@@ -257,6 +257,11 @@ def test_clean_replay_adds_clean_pictures_deterministically(tiny_data, tmp_path)
     b = [np.asarray(Image.open(s.image)) for s in again.samples if "clean_replay" in str(s.image)]
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert L.Trainer(_cfg(tiny_data, tmp_path / "c", 1, num_images=3), log=lambda m: None).setup().n_replay == 0
+    # the same work dir rerun with a smaller N uses only N pictures (the earlier extra ones stay unused)
+    fewer = L.Trainer(_cfg(tiny_data, tmp_path / "a", 1, num_images=3, clean_replay=2), log=lambda m: None).setup()
+    assert fewer.n_replay == 2 and len(fewer.samples) == 5
+    with pytest.raises(ValueError, match="--dice-weight -1"):
+        L.Trainer(_cfg(tiny_data, tmp_path / "f", 1, dice_weight=-1.0), log=lambda m: None).setup()
     with pytest.raises(ValueError, match="--clean-replay -1"):
         L.Trainer(_cfg(tiny_data, tmp_path / "d", 1, clean_replay=-1), log=lambda m: None).setup()
     with pytest.raises(DataError, match="--clean-replay-folder"):

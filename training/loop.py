@@ -275,7 +275,9 @@ def make_clean_replay(out: Path, n: int, seed: int, folders: Sequence[str] = ())
             raise DataError(f"--clean-replay-folder {f!r} is not a folder; give a folder of clean pictures")
     generate(SynthConfig(out=os.fspath(out), n_train=int(n), n_val=0, seed=10_000 + int(seed), clean_ratio=1.0,
                          dead_leaves_ratio=0.2, procedural_ratio=0.2, dof_ratio=0.3, folders=tuple(folders)))
-    return [s for s in discover(out, "train").samples if s.label is not None]
+    # only this run's pictures: a WORK_DIR reused with a larger N earlier still holds the extra ones
+    names = {f"train_{i:05d}" for i in range(int(n))}
+    return [s for s in discover(out, "train").samples if s.label is not None and s.name in names]
 
 
 def select_few(samples: Sequence[Sample], n: int, seed: int) -> list[Sample]:
@@ -366,6 +368,8 @@ class Trainer:
         if cfg.num_images:
             samples = select_few(samples, cfg.num_images, cfg.seed)
         n_user = len(samples)
+        if cfg.dice_weight < 0:
+            raise ValueError(f"--dice-weight {cfg.dice_weight}: give 0 (off) or a positive weight")
         if cfg.clean_replay < 0:
             raise ValueError(f"--clean-replay {cfg.clean_replay}: give a number of clean pictures (0 = off)")
         if cfg.clean_replay > 0:
