@@ -15,6 +15,7 @@
     python benchmarks/bench_starter.py targets --data HELDOUT_SYNTH --clean /data/clean/heldout
     python benchmarks/bench_starter.py bf16-curve --data D --model-config C --iters 200   # bf16 vs fp32 loss
     python benchmarks/bench_starter.py real --pal4vst PAL4VST_SRC   # real generated images vs the official model
+    python benchmarks/bench_starter.py tradeoff --data HELDOUT_SYNTH --clean /data/clean/heldout --shifts=-1:1:0.5
 
 `real` reads a checkout of github.com/owenzlz/PAL4VST (not shipped here): the mask2image demo image
 against the official model's mask (`demo_results/000000483531_pal.png`, IoU and PAR), and the ten
@@ -109,6 +110,29 @@ def oracle_threshold(model: str | None, data: str, task: str | None, split: str 
     net, _ = load_eval_model(model)
     delta, table = calibrate_bias(net, samples)
     return {"task": task, "best_shift": delta, "aIoU_at_best": table[delta], "aIoU_at_0": table.get(0.0)}
+
+
+def tradeoff(model: str | None, data: str, clean: str, split: str, shifts: str, threads: int) -> dict:
+    """Held-out clean PAR (median, p95) and held-out synthetic artifact IoU at several artifact-logit
+    biases: how the two #11 targets trade against each other. A diagnostic: it reads the held-out
+    sets, so nothing is chosen from it. Biases are absolute (the stored one + each shift)."""
+    from comfyui_pal.core.imageio import iter_image_paths, load_image
+    from comfyui_pal.models import load_detector
+    from comfyui_pal.training.data import discover
+    from comfyui_pal.training.evaluate import calibrate_operating_point, load_eval_model
+
+    torch.set_num_threads(threads)
+    stored = float(load_detector(model, device="cpu").artifact_logit_bias)
+    net, _ = load_eval_model(model)  # at the stored operating point: shift 0 = the stored bias
+    lo, hi, step = (float(v) for v in shifts.split(":"))
+    grid = np.round(np.arange(lo, hi + step / 2, step), 3)
+    clean_imgs = [load_image(p) for p in sorted(iter_image_paths([clean]))]
+    samples = [s for s in discover(data, split).samples if s.label is not None]
+    res = calibrate_operating_point(net, clean_imgs, samples, shifts=grid)
+    rows = {f"{stored + float(d):.2f}": {"clean_median": round(r["clean_median"], 5), "clean_p95": round(r["clean_p95"], 4),
+                                         "aIoU": round(r["val_aIoU"], 2)} for d, r in res["table"].items()}
+    return {"bench": "tradeoff", "model": str(model or "pal-starter"), "stored_bias": stored,
+            "n_clean": len(clean_imgs), "n_synthetic": len(samples), "by_bias": rows}
 
 
 def fewshot(model: str | None, data: str, test: str, type_: str, iters: int, work_dir: str, threads: int,
@@ -227,7 +251,8 @@ def bf16_curve(data: str, model_config: str, iters: int, work_dir: str, threads:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve", "clean", "targets", "real"))
+    p.add_argument("what", choices=("latency", "heldout", "fewshot", "oracle", "bf16-curve", "clean", "targets", "real",
+                                      "tradeoff"))
     p.add_argument("--pal4vst", default=None, help="a PAL4VST checkout (real)")
     p.add_argument("--clean", default=None, help="folder of clean pictures (targets)")
     p.add_argument("--dtype", default="fp32")
@@ -247,6 +272,7 @@ def main(argv=None) -> int:
     p.add_argument("--work-dir", default="/tmp/pal-fewshot")
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--shifts", default="-1:1:0.5", help="tradeoff: START:STOP:STEP around the stored bias")
     a = p.parse_args(argv)
     if a.what == "latency":
         res = latency(a.model, a.runs, a.threads, a.dtype)
@@ -256,6 +282,8 @@ def main(argv=None) -> int:
         res = targets(a.model, a.data, a.clean, a.split, a.threads, a.runs)
     elif a.what == "real":
         res = real(a.model, a.pal4vst, a.threads)
+    elif a.what == "tradeoff":
+        res = tradeoff(a.model, a.data, a.clean, a.split, a.shifts, a.threads)
     elif a.what == "heldout":
         res = heldout(a.model, a.data, a.split, a.threads)
     elif a.what == "oracle":

@@ -75,6 +75,9 @@ python benchmarks/bench_starter.py fewshot --data "$D/fewshot" --test "$D/heldou
 #    (that was before `pal finetune --clean-replay`; with its default of 10 clean replay pictures the
 #    same command gives 0.0 -> 84.9 and held-out clean p95 0.040, max 0.735)
 python benchmarks/bench_starter.py clean --model "$W-fewshot/fewshot.safetensors" --data "$D/clean/heldout"
+#    Diagnostic (nothing chosen from it): held-out clean p95 / synthetic aIoU at other biases
+python benchmarks/bench_starter.py tradeoff --data "$D/heldout10" --clean "$D/clean/heldout" --shifts=-0.2:0.8:0.1
+# -> -5.0: 0.059 / 41.6; -4.8 (stored): 0.062 / 43.0; -4.5: 0.071 / 45.0; -4.0: 0.090 / 48.0
 
 # Not shipped: a third stage (see README "A longer run that is not shipped"). Same F flags.
 # pal synth "$D/train3" --n-train 2000 --n-val 80 --seed 11 --exclude checkerboard --clean-ratio 0.45 \
@@ -90,5 +93,5 @@ python benchmarks/bench_starter.py clean --model "$W-fewshot/fewshot.safetensors
 # -> val (320 images, 4 sets) aIoU 55.5 @2000, 61.8 @4000, 53.0 @6000, 65.0 @8000, 68.6 @10000, 67.9 @11000
 #    (the shipped model on the same val: 52.4); make_starter as in step 5 with --state "$W-all/latest.pt"
 #    --bn-data "$D/all": bias -6.5; held-out clean median 0.0001, p95 0.093, max 0.119; held-out synthetic
-#    aIoU 51.2 (at bias -8: clean p95 0.064, aIoU 43.9); mask2image IoU 0.114; StyleGAN2 Spearman 0.20;
+#    aIoU 51.2 (at bias -8: clean p95 0.064, aIoU 43.9: bench_starter.py tradeoff --shifts=-1.5:0.5:0.5); mask2image IoU 0.114; StyleGAN2 Spearman 0.20;
 #    few-shot with clean replay 0.0 -> 64.1 (clean p95 0.0017)
