@@ -8,7 +8,7 @@ machine only such ratios mean something. Output: JSON lines.
     python benchmarks/bench_speed.py batch [--batches 1 4] [--dtype fp32] [--model M | --preset P]
     python benchmarks/bench_speed.py starter [--model M]       # fp32 and bf16 (CPU) latency, cold and warm
     python benchmarks/bench_speed.py cold [--preset P]          # first call (kernel creation) vs warm, per dtype
-    python benchmarks/bench_speed.py bf16 [--runs 5]             # bf16 variants: default, +SDPA, +channels_last head
+    python benchmarks/bench_speed.py bf16 [--runs 5]             # bf16 variants: default (NHWC head), NCHW head, +SDPA
 
 `candidates` (PAL4VST Swin-B-w12 UperNet, random weights, fp32 unless named):
   literal       mmseg's op order (no FPN fuse, no SDPA, no BN folding), the reference
@@ -16,8 +16,8 @@ machine only such ratios mean something. Output: JSON lines.
                 the head's convs, explicit attention softmax)
   +sdpa         default with SDPA window attention (set_fused_attn(True))
   -bnfold       default without folding eval BatchNorm into the head's convs (ConvModule.fold_bn)
-  +cl_head      default + channels_last for the decode head (not in the library)
-  bf16          the default network cast to bf16 (what dtype="auto" runs on native-bf16 CPUs)
+  +cl_head      default + channels_last decode head (UPerHead.set_channels_last; fp32 default: off)
+  bf16          what Detector runs for dtype="bf16" on a CPU (NHWC head, fp32 classifier)
   compile       torch.compile(default), only with --compile; compile time printed separately
 Each line also gives max |logits - literal|.
 """
@@ -75,13 +75,11 @@ def set_fold_bn_(model: torch.nn.Module, enable: bool) -> torch.nn.Module:
     return model
 
 
-class _ChannelsLastHead(torch.nn.Module):
-    def __init__(self, head):
-        super().__init__()
-        self.head = head.to(memory_format=torch.channels_last)
+def _as_detector_runs(model: torch.nn.Module, dtype: str) -> torch.nn.Module:
+    """The network as Detector places it for dtype on this CPU (classifier, head memory format)."""
+    from comfyui_pal.models.detector import Detector
 
-    def forward(self, feats):
-        return self.head([f.contiguous(memory_format=torch.channels_last) for f in feats])
+    return Detector(model, {"preprocess": {"size": None}}, device="cpu", dtype=dtype).segmenter
 
 
 def candidates(args) -> None:
@@ -101,11 +99,10 @@ def candidates(args) -> None:
     default = clone()
     bnfold = set_fold_bn_(clone(), False)
     cl = clone()
-    cl.decode_head = _ChannelsLastHead(cl.decode_head)
+    cl.decode_head.set_channels_last(True)
     nosdpa = clone()
     nosdpa.backbone.set_fused_attn(True)
-    bf16 = clone().to(torch.bfloat16)
-    bf16.decode_head.conv_seg.float()  # as Detector does
+    bf16 = _as_detector_runs(clone(), "bf16")
     nets = {"literal": (literal, x), "default": (default, x), "-bnfold": (bnfold, x), "+cl_head": (cl, x),
             "+sdpa": (nosdpa, x), "bf16": (bf16, x.bfloat16())}
     if args.compile:
@@ -125,25 +122,19 @@ def candidates(args) -> None:
 
 
 def bf16_variants(args) -> None:
-    """The bf16 network (what --dtype bf16 runs) against bf16 with SDPA window attention and with a
-    channels_last head: which one the bf16 default should be."""
+    """What --dtype bf16 runs on a CPU (NHWC head) against the NCHW head and SDPA window attention:
+    which one the bf16 default should be."""
     from comfyui_pal.models import create_model
 
     torch.manual_seed(0)
     base = create_model(args.preset, aux_head=False).eval()
-
-    def bf(m):
-        m = m.to(torch.bfloat16)
-        m.decode_head.conv_seg.float()  # as Detector does
-        return m
-
-    default = bf(copy.deepcopy(base))
-    sdpa = bf(copy.deepcopy(base))
+    default = _as_detector_runs(copy.deepcopy(base), "bf16")
+    nchw = _as_detector_runs(copy.deepcopy(base), "bf16")
+    nchw.decode_head.set_channels_last(False)
+    sdpa = _as_detector_runs(copy.deepcopy(base), "bf16")
     sdpa.backbone.set_fused_attn(True)
-    cl = bf(copy.deepcopy(base))
-    cl.decode_head = _ChannelsLastHead(cl.decode_head)
     x = torch.randn(1, 3, args.size, args.size).bfloat16()
-    nets = {"bf16": default, "bf16+sdpa": sdpa, "bf16+cl_head": cl}
+    nets = {"bf16": default, "bf16_nchw_head": nchw, "bf16+sdpa": sdpa}
     with torch.inference_mode():
         ref = default(x).float()
         diffs = {k: float((m(x).float() - ref).abs().max()) for k, m in nets.items()}

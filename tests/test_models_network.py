@@ -283,6 +283,28 @@ def test_lowres_fuse_equals_mmseg_op_order(inputs):
     assert not calls
 
 
+def test_channels_last_head_only_for_cpu_bf16_and_same_values(inputs):
+    """Detector puts the UPerHead in NHWC for bf16 on CPU only; NHWC gives the NCHW values (fp32,
+    tiny model: rounding only) and switching back to fp32 restores NCHW weights."""
+    from comfyui_pal.models.detector import Detector
+
+    model, cfg = _tiny_model("tiny_swin_upernet_w12")
+    head = model.decode_head
+    x = torch.from_numpy(inputs["A_input"])
+    with torch.inference_mode():
+        ref = model(x)
+        head.set_channels_last(True)
+        assert head.fpn_bottleneck.conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert float((model(x) - ref).abs().max()) <= 1e-5
+        head.set_channels_last(False)
+        assert head.fpn_bottleneck.conv.weight.is_contiguous()
+        assert torch.equal(model(x), ref)
+    det = Detector(model, cfg, device="cpu", dtype="bf16")
+    assert head.channels_last and head.fpn_convs[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    det.to(dtype="fp32")
+    assert not head.channels_last and head.fpn_convs[0].conv.weight.is_contiguous()
+
+
 def test_one_slide_implementation(inputs):
     from comfyui_pal.models import detector, segmentor
 

@@ -103,6 +103,34 @@ def test_clean_photos_from_the_pinned_sdist_are_sha256_checked(tmp_path, monkeyp
     assert list(got) == ["opencv-python:baboon.jpg"] and got["opencv-python:baboon.jpg"].shape == (70, 80, 3)
 
 
+def test_picked_deb_pictures_put_cut_outs_on_white_and_skip_icons_and_strips(tmp_path, monkeypatch):
+    """clean_images.picked_images: files matching the patterns under usr/share of an already
+    extracted package; an alpha picture is put on white, a mostly transparent one and one below
+    MIN_PICKED_SIDE are skipped, other files are ignored (no apt call when the package is there)."""
+    from PIL import Image
+
+    from comfyui_pal.training import clean_images as CI
+
+    share = tmp_path / "deb" / "pkg" / "usr" / "share" / "pics"
+    share.mkdir(parents=True)
+    photo = np.random.default_rng(0).integers(0, 255, (400, 500, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(share / "photo.png")
+    cut = np.zeros((400, 400, 4), np.uint8)
+    cut[:, :300] = (200, 10, 10, 255)  # 75 % opaque red, the rest transparent
+    Image.fromarray(cut).save(share / "cutout.png")
+    strip = cut.copy()
+    strip[:, 100:, 3] = 0  # 25 % opaque: a panorama strip
+    Image.fromarray(strip).save(share / "strip.png")
+    Image.fromarray(photo[:100, :100]).save(share / "icon.png")
+    (share / "notes.txt").write_text("not a picture")
+    monkeypatch.setattr(CI.subprocess, "run", lambda *a, **k: pytest.fail("no download for an extracted package"))
+    got = CI.picked_images(tmp_path, "pkg", ("pics/*",))
+    assert sorted(got) == ["pkg:pics/cutout.png", "pkg:pics/photo.png"]
+    assert np.array_equal(got["pkg:pics/photo.png"], photo)
+    c = got["pkg:pics/cutout.png"]
+    assert c.shape == (400, 400, 3) and tuple(c[0, 0]) == (200, 10, 10) and tuple(c[0, 399]) == (255, 255, 255)
+
+
 # --------------------------------------------------------------------------- training
 
 

@@ -17,11 +17,17 @@ training:
   desktop-base, the OpenCV samples, sklearn, matplotlib (+ the skimage pictures of
   ``synth.SKIMAGE_TRAIN`` that `pal synth` reads itself);
 * heldout: mate-backgrounds, ukui-wallpapers, lomiri-wallpapers and the skimage pictures
-  ``HELDOUT_SKIMAGE``.
+  ``HELDOUT_SKIMAGE``;
+* train_extra (more bases and negatives, kept apart so ``train/`` stays as the shipped starter
+  was made): lxqt-themes wallpapers, extremetuxracer-data sky boxes, stellarium-data landscapes;
+* calib_real (the operating point only, never trained on nor held out): photographs, drawings
+  and cut-out objects from hugin-data, digikam-data, fluxbox, icewm-common, kstars-data and
+  tuxpaint-stamps-default. Pictures with an alpha channel are put on white; mostly transparent
+  ones (panorama strips, icons) are skipped.
 
     python -m comfyui_pal.training.clean_images /data/clean --cache /data/cache
 
-writes ``/data/clean/train/*.jpg`` and ``/data/clean/heldout/*.png``, each at most 1024 px on
+writes ``/data/clean/train/*.jpg``, ``train_extra/*.jpg``, ``heldout/*.png`` and ``calib_real/*.png``, each at most 1024 px on
 its long side, and ``sources.json`` (file -> package/path). Use ``train/`` with
 ``pal synth --folder`` and ``heldout/`` with ``benchmarks/bench_starter.py clean``.
 """
@@ -59,6 +65,30 @@ OPENCV_PICTURES = ("aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.j
                    "orange.jpg", "pic2.png", "pic4.png", "rubberwhale1.png", "smarties.png", "squirrel_cls.jpg",
                    "starry_night.jpg", "stuff.jpg", "mcc_ccm_test.jpg", "Blender_Suzanne1.jpg")
 HELDOUT_DEBS = ("mate-backgrounds", "ukui-wallpapers", "lomiri-wallpapers")
+# Packages read by file pattern (under usr/share): package -> patterns. Each match is one picture.
+PICKED_DEBS = {
+    "train_extra": {
+        "lxqt-themes": ("lxqt/wallpapers/*",),
+        "extremetuxracer-data": ("games/etr/env/*/*/*.png",),
+        "stellarium-data": ("stellarium/landscapes/*/*.png", "stellarium/landscapes/*/*.jpg"),
+    },
+    "calib_real": {
+        "hugin-data": tuple(f"hugin/xrc/data/help_en_EN/{n}.jpg" for n in (
+            "CA_fringes00", "CA_tCA00", "Medinet_habu_horizontal_fisheye", "Medinet_habu_horizontal_stereographic")),
+        "digikam-data": ("digikam/about/images/body-background.jpg", "digikam/data/paper2-texture.png",
+                         "digikam/themes/html5responsive/resources/images/BrownCard/brownCardAlbum.jpg"),
+        "fluxbox": ("images/fluxbox/*",),
+        "icewm-common": ("icewm/themes/*/*.jpg", "icewm/themes/default/default.png"),
+        # constellation drawings: every third, so one style does not set the median
+        "kstars-data": ("kstars/geomap.jpg", "kstars/kstarslite/qml/images/splash_bg@4x.jpeg",
+                        *(f"kstars/skycultures/western/{n}.png" for n in (
+                            "andromeda", "auriga", "capricornus", "cepheus", "draco", "hydra", "lynx",
+                            "orion", "pisces", "scorpius", "ursa-major", "virgo"))),
+        "tuxpaint-stamps-default": ("tuxpaint/stamps/**/*.png",),
+    },
+}
+MIN_PICKED_SIDE = 360  # icons and thumbnails are not pictures
+MIN_OPAQUE = 0.5       # share of opaque pixels below which an alpha picture is skipped
 HELDOUT_SKIMAGE = ("coffee", "rocket", "retina", "cell", "colorwheel")
 _EXTS = (".jpg", ".jpeg", ".png", ".webp")
 MAX_SIDE = 1024
@@ -80,16 +110,24 @@ def _fit(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _decode(data: bytes) -> np.ndarray | None:
+def _decode(data: bytes, on_white: bool = False) -> np.ndarray | None:
+    """RGB uint8, or None for an unreadable file. ``on_white``: an alpha picture is put on white
+    (cut-out objects) and one less than MIN_OPAQUE opaque gives None."""
     import io
 
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
+            if not on_white or not (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
+                return np.asarray(im.convert("RGB"))
+            rgba = np.asarray(im.convert("RGBA")).astype(np.float32)
     except Exception:  # noqa: BLE001 - an unreadable file is skipped, not fatal
         return None
+    a = rgba[..., 3:] / 255.0
+    if float((a > 0.5).mean()) < MIN_OPAQUE:
+        return None
+    return np.round(rgba[..., :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
 
 
 def wheel_images(cache: Path) -> dict[str, np.ndarray]:
@@ -108,8 +146,7 @@ def wheel_images(cache: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def deb_images(cache: Path, package: str) -> dict[str, np.ndarray]:
-    """The largest picture of each wallpaper (packages ship several sizes of one picture)."""
+def _deb_root(cache: Path, package: str) -> Path:
     root = cache / "deb" / package
     if not root.is_dir():
         debs = sorted((cache / "deb").glob(f"{package}_*.deb"))
@@ -118,6 +155,26 @@ def deb_images(cache: Path, package: str) -> dict[str, np.ndarray]:
             subprocess.run(["apt-get", "download", package], cwd=cache / "deb", check=True, capture_output=True)
             debs = sorted((cache / "deb").glob(f"{package}_*.deb"))
         subprocess.run(["dpkg-deb", "-x", os.fspath(debs[-1]), os.fspath(root)], check=True)
+    return root
+
+
+def picked_images(cache: Path, package: str, patterns) -> dict[str, np.ndarray]:
+    """Every file under usr/share matching ``patterns``, at least MIN_PICKED_SIDE on its short side."""
+    share = _deb_root(cache, package) / "usr" / "share"
+    out = {}
+    for pat in patterns:
+        for p in sorted(share.glob(pat)):
+            if p.suffix.lower() not in _EXTS or not p.is_file():
+                continue
+            img = _decode(p.read_bytes(), on_white=True)
+            if img is not None and min(img.shape[:2]) >= MIN_PICKED_SIDE:
+                out[f"{package}:{p.relative_to(share).as_posix()}"] = img
+    return out
+
+
+def deb_images(cache: Path, package: str) -> dict[str, np.ndarray]:
+    """The largest picture of each wallpaper (packages ship several sizes of one picture)."""
+    root = _deb_root(cache, package)
     groups: dict[str, Path] = {}
     if package in DEB_PICK:
         for p in sorted(root.glob("**/" + DEB_PICK[package])):
@@ -169,7 +226,7 @@ def build(out: str | os.PathLike, cache: str | os.PathLike) -> dict:
 
     out, cache = Path(out), Path(cache)
     cache.mkdir(parents=True, exist_ok=True)
-    sets: dict[str, dict[str, np.ndarray]] = {"train": {}, "heldout": {}}
+    sets: dict[str, dict[str, np.ndarray]] = {"train": {}, "heldout": {}, "train_extra": {}, "calib_real": {}}
     sets["train"].update(wheel_images(cache))
     for pkg in TRAIN_DEBS:
         sets["train"].update(deb_images(cache, pkg))
@@ -178,17 +235,20 @@ def build(out: str | os.PathLike, cache: str | os.PathLike) -> dict:
         sets["heldout"].update(deb_images(cache, pkg))
     for name in HELDOUT_SKIMAGE:
         sets["heldout"][f"skimage:{name}"] = load_skimage(name)
+    for split, packages in PICKED_DEBS.items():
+        for pkg, patterns in packages.items():
+            sets[split].update(picked_images(cache, pkg, patterns))
     sources: dict = {}
     for split, imgs in sets.items():
         for i, (src, img) in enumerate(sorted(imgs.items())):
-            # heldout as PNG: the clean-PAR test should not see our own JPEG blocks
-            name = f"{split}_{i:03d}." + ("png" if split == "heldout" else "jpg")
+            # held-out and calibration pictures as PNG: the clean-PAR reads should not see our JPEG blocks
+            name = f"{split}_{i:03d}." + ("jpg" if split.startswith("train") else "png")
             _save(_fit(img), out / split / name)
             sources[f"{split}/{name}"] = src
     from ..core.imageio import atomic_write_text
 
     atomic_write_text(out / "sources.json", json.dumps(sources, indent=1))
-    return {"out": os.fspath(out), "train": len(sets["train"]), "heldout": len(sets["heldout"])}
+    return {"out": os.fspath(out), **{split: len(imgs) for split, imgs in sets.items()}}
 
 
 def main(argv=None) -> int:
