@@ -5,7 +5,8 @@ warm-up each, and prints every run, the medians and the ratios to the first vari
 machine only such ratios mean something. Output: JSON lines.
 
     python benchmarks/bench_speed.py candidates [--runs 7] [--threads 2] [--size 512] [--compile]
-    python benchmarks/bench_speed.py batch [--batches 1 4] [--dtype fp32] [--model M | --preset P]
+    python benchmarks/bench_speed.py batch [--batches 1 4] [--dtype fp32 ...] [--device cpu|cuda] [--model M | --preset P]
+        # GPU rows of the README: batch --device cuda --dtype fp32 bf16 fp16 --batches 1 4 16
     python benchmarks/bench_speed.py starter [--model M]       # fp32 and bf16 (CPU) latency, cold and warm
     python benchmarks/bench_speed.py cold [--preset P]          # first call (kernel creation) vs warm, per dtype
     python benchmarks/bench_speed.py bf16 [--runs 5]             # bf16 variants: default (NHWC head), NCHW head, +SDPA
@@ -39,8 +40,10 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else float("nan")
 
 
-def alternate(variants: dict, runs: int) -> dict[str, list[float]]:
-    """Time each callable `runs` times, order reversed every other round, after one warm-up each."""
+def alternate(variants: dict, runs: int, sync=None) -> dict[str, list[float]]:
+    """Time each callable `runs` times, order reversed every other round, after one warm-up each.
+    ``sync``: called before each clock read (torch.cuda.synchronize for GPU work)."""
+    sync = sync or (lambda: None)
     times = {k: [] for k in variants}
     with torch.inference_mode():
         for f in variants.values():
@@ -48,8 +51,10 @@ def alternate(variants: dict, runs: int) -> dict[str, list[float]]:
         for i in range(runs):
             items = list(variants.items())
             for name, f in items if i % 2 == 0 else items[::-1]:
+                sync()
                 t0 = time.perf_counter()
                 f()
+                sync()
                 times[name].append(time.perf_counter() - t0)
             print(json.dumps({"run": i + 1, **{k: round(v[-1], 3) for k, v in times.items()}, "load1": _load()}),
                   flush=True)
@@ -144,18 +149,23 @@ def bf16_variants(args) -> None:
 
 
 def batch(args) -> None:
+    """Per-image latency at each batch size, for each --dtype, on --device (one table per dtype)."""
     from comfyui_pal.models import Detector, create_model, load_detector
 
-    torch.manual_seed(0)
-    if args.model:
-        det = load_detector(args.model, device="cpu", dtype=args.dtype)
-    else:
-        model = create_model(args.preset, aux_head=False)
-        det = Detector(model, model.config, device="cpu", dtype=args.dtype)
-    xs = {b: torch.randn(b, 3, args.size, args.size) for b in args.batches}
-    times = alternate({f"batch{b}": (lambda b=b: det.logits(xs[b])) for b in args.batches}, args.runs)
-    per_image = {k: [t / int(k[5:]) for t in v] for k, v in times.items()}
-    summary(per_image, "batch_per_image", model=args.model or args.preset, dtype=str(det.dtype))
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else None
+    for dtype in args.dtype:
+        torch.manual_seed(0)
+        if args.model:
+            det = load_detector(args.model, device=args.device, dtype=dtype)
+        else:
+            model = create_model(args.preset, aux_head=False)
+            det = Detector(model, model.config, device=args.device, dtype=dtype)
+        xs = {b: torch.randn(b, 3, args.size, args.size) for b in args.batches}
+        times = alternate({f"batch{b}": (lambda b=b, det=det, xs=xs: det.logits(xs[b])) for b in args.batches},
+                          args.runs, sync)
+        per_image = {k: [t / int(k[5:]) for t in v] for k, v in times.items()}
+        summary(per_image, "batch_per_image", model=args.model or args.preset, dtype=str(det.dtype),
+                device=str(det.device))
 
 
 def starter(args) -> None:
@@ -205,7 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    p.add_argument("--dtype", default="fp32")
+    p.add_argument("--dtype", nargs="+", default=["fp32"], help="batch: one table per dtype; others: the first")
+    p.add_argument("--device", default="cpu", help="batch: cpu or cuda")
     p.add_argument("--compile", action="store_true", help="candidates: also torch.compile (opt-in; slow to compile)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)

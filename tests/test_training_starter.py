@@ -270,16 +270,22 @@ def test_make_starter_calibrates_and_exports_with_metadata(tmp_path):
     generate(SynthConfig(out=str(data), n_train=4, n_val=4, seed=2, size=64, clean_ratio=0.5,
                          skimage_names=("camera",)))
     L.train(_cfg(data, tmp_path / "w", 2), log=lambda m: None)
-    clean = tmp_path / "clean"
-    for i in range(2):
-        save_image_atomic(np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8), clean / f"{i}.png")
+    clean, more = tmp_path / "clean", tmp_path / "clean_more"
+    for i in range(3):
+        save_image_atomic(np.random.default_rng(i).integers(0, 256, (40, 56, 3), dtype=np.uint8),
+                          (clean if i < 2 else more) / f"{i}.png")
     out = tmp_path / "starter.safetensors"
-    assert make_starter.main(["--state", str(tmp_path / "w" / "latest.pt"), "--clean", str(clean), "--val",
-                              str(data), "--out", str(out), "--threads", "1"]) == 0
+    assert make_starter.main(["--state", str(tmp_path / "w" / "latest.pt"), "--clean", str(clean), "--clean",
+                              str(more), "--out", str(out), "--threads", "1"]) == 0
     det = load_detector(out, device="cpu")
     cal = det.calibration
     assert cal["artifact_logit_bias"] == det.artifact_logit_bias
-    assert cal["fit"]["n_clean"] >= 2 and "rule" in cal["fit"]
+    assert cal["fit"]["n_clean"] == 3 and "rule" in cal["fit"]  # both --clean folders
+    assert cal["fit_on"]["clean"] == [str(clean), str(more)]
+    assert make_starter.main(["--state", str(tmp_path / "w" / "latest.pt"), "--clean", str(clean), "--val",
+                              str(data), "--out", str(out), "--threads", "1"]) == 0
+    cal = load_detector(out, device="cpu").calibration
+    assert cal["fit"]["n_clean"] >= 2
     assert "official PAL4VST weights" in out.with_suffix(".md").read_text()
     assert det.provenance["backbone_source"]["license"].startswith("BSD-3")
 

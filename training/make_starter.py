@@ -40,11 +40,11 @@ STARTER_NOTE = (
 )
 
 
-def _clean_pictures(folder: str | None, val_data: str | None, split: str) -> list[np.ndarray]:
+def _clean_pictures(folders: list[str] | None, val_data: str | None, split: str) -> list[np.ndarray]:
     from ..core.imageio import iter_image_paths, load_image
     from .data import discover, load_sample
 
-    imgs = [load_image(p) for p in sorted(iter_image_paths([folder]))] if folder else []
+    imgs = [load_image(p) for p in sorted(iter_image_paths(list(folders)))] if folders else []
     if val_data:
         for s in discover(val_data, split).samples:
             img, label = load_sample(s)
@@ -56,7 +56,8 @@ def _clean_pictures(folder: str | None, val_data: str | None, split: str) -> lis
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--state", required=True, help="pal train state (best.pt / latest.pt)")
-    ap.add_argument("--clean", default=None, help="folder of clean pictures not used in training")
+    ap.add_argument("--clean", action="append", default=None,
+                    help="folder of clean pictures not used in training (repeatable)")
     ap.add_argument("--val", default=None, help="pal synth data set whose val split scores artifact IoU")
     ap.add_argument("--split", default="val")
     ap.add_argument("--out", required=True)
