@@ -39,6 +39,9 @@ def _add_train_args(p: argparse.ArgumentParser, finetune: bool = False) -> None:
     p.add_argument("--scale", type=int, default=512, help="RandomResize base scale")
     p.add_argument("--ratio-range", type=_floats, default=(0.5, 2.0), help="RandomResize ratio range, e.g. 0.5,2.0")
     p.add_argument("--cat-max-ratio", type=float, default=0.75)
+    p.add_argument("--photometric", action="store_true",
+                   help="mmseg PhotoMetricDistortion (brightness, contrast, saturation, hue) on training crops; "
+                   "off by default, as in the official config")
     p.add_argument("--lr", type=float, default=d.get("lr", 6e-5))
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--head-lr-mult", type=float, default=10.0, help="lr multiplier of decode/aux heads")
@@ -91,7 +94,7 @@ def _train_config(args, finetune: bool):
         data=args.data, work_dir=args.work_dir, model=args.model, init=args.init,
         backbone_weights=args.backbone_weights, max_iters=args.max_iters, batch_size=args.batch_size,
         grad_accum=args.grad_accum, crop_size=args.crop_size, scale=args.scale, ratio_range=tuple(args.ratio_range),
-        cat_max_ratio=args.cat_max_ratio, lr=args.lr, weight_decay=args.weight_decay, head_lr_mult=args.head_lr_mult,
+        cat_max_ratio=args.cat_max_ratio, photometric=args.photometric, lr=args.lr, weight_decay=args.weight_decay, head_lr_mult=args.head_lr_mult,
         warmup_iters=args.warmup_iters, poly_end=poly_end, aux_weight=args.aux_weight, class_weight=args.class_weight, dice_weight=args.dice_weight, clip_grad=args.clip_grad,
         amp=args.amp, num_workers=args.workers, seed=args.seed, val_interval=args.val_interval, metric=args.metric,
         checkpoint_interval=args.checkpoint_interval, keep_iter_checkpoints=args.keep_iter_checkpoints,

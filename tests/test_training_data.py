@@ -146,6 +146,24 @@ def test_pad_values_and_pipeline_shapes():
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])  # deterministic per seed
 
 
+def test_photometric_distortion_changes_colour_not_labels_and_is_opt_in():
+    from comfyui_pal.training.transforms import photometric_distortion
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((32, 40, 3)) * 255).astype(np.uint8)
+    outs = [photometric_distortion(img, np.random.default_rng(s)) for s in range(12)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
+    assert sum(not np.array_equal(o, img) for o in outs) >= 9  # 4 steps at 1/2 each: rarely none
+    hsv = [cv2.cvtColor(o, cv2.COLOR_RGB2HSV)[..., 1].mean() for o in outs]
+    assert max(hsv) - min(hsv) > 10  # saturation moves
+    assert np.array_equal(photometric_distortion(img, np.random.default_rng(5)), outs[5])  # seeded
+    off, on = TrainPipeline(scale=64, crop_size=48), TrainPipeline(scale=64, crop_size=48, photometric=True)
+    a = off(_img(40, 60), _lab(40, 60), np.random.default_rng(3))
+    b = on(_img(40, 60), _lab(40, 60), np.random.default_rng(3))
+    assert np.array_equal(a[1], b[1])  # its draws come after crop and flip: same crop, label untouched
+    assert not np.array_equal(a[0], b[0])
+
+
 def test_sampler_resumes_and_shards():
     full = iter(D.IterSampler(10, 3, seed=1))
     batches = [next(full) for _ in range(8)]

@@ -61,6 +61,7 @@ class TrainConfig:
     ratio_range: tuple[float, float] = (0.5, 2.0)
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
+    photometric: bool = False  # mmseg PhotoMetricDistortion after the flip (off = the official pipeline)
     lr: float = 6e-5
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.999)
@@ -385,7 +386,8 @@ class Trainer:
                 self.val_samples = [s for s in discover(cfg.data, cfg.val_split).samples if s.label is not None]
             except DataError:
                 self.val_samples = []
-        pipeline = TrainPipeline(cfg.scale, tuple(cfg.ratio_range), cfg.crop_size, cfg.cat_max_ratio, cfg.flip_prob)
+        pipeline = TrainPipeline(cfg.scale, tuple(cfg.ratio_range), cfg.crop_size, cfg.cat_max_ratio, cfg.flip_prob,
+                                 photometric=cfg.photometric)
         self.dataset = TrainDataset(samples, pipeline, seed=cfg.seed, cache=cfg.cache_images)
 
     def _setup_model(self) -> None:

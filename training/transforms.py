@@ -1,7 +1,10 @@
 """mmseg's PAL4VST train/test pipelines in numpy + OpenCV (no mmcv).
 
 Train: RandomResize(scale 512, ratio 0.5-2.0, keep_ratio) -> RandomCrop(512, cat_max_ratio
-0.75, 10 tries) -> RandomFlip(0.5) -> pad to the crop size (image 0, label 255).
+0.75, 10 tries) -> RandomFlip(0.5) -> [PhotoMetricDistortion, opt-in] -> pad to the crop size
+(image 0, label 255). The official config has PhotoMetricDistortion commented out (real data);
+for synthetic data it breaks the "saturated smooth colour = artifact" shortcut that the colour
+blotches teach (the starter marked clean red petals and magenta swooshes).
 Test: Resize to 512x512 without keeping the ratio (cv2 bilinear); labels stay at full size.
 All randomness comes from the `numpy.random.Generator` passed in, so a sample's augmentation
 is a pure function of its seed (what makes `--resume` bit-identical).
@@ -25,14 +28,42 @@ class TrainPipeline:
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     ignore_index: int = IGNORE_INDEX
+    photometric: bool = False
 
     def __call__(self, img: np.ndarray, label: np.ndarray, rng: np.random.Generator):
         img, label = random_resize(img, label, rng, self.scale, self.ratio_range)
         img, label = random_crop(img, label, rng, self.crop_size, self.cat_max_ratio, self.ignore_index)
         if rng.random() < self.flip_prob:
             img, label = img[:, ::-1], label[:, ::-1]
+        if self.photometric:  # draws only when on: runs without it keep their augmentation streams
+            img = photometric_distortion(img, rng)
         img, label = pad_to(img, label, self.crop_size, self.ignore_index)
         return np.ascontiguousarray(img), np.ascontiguousarray(label)
+
+
+def photometric_distortion(img: np.ndarray, rng: np.random.Generator, brightness: float = 32,
+                           contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue: int = 18) -> np.ndarray:
+    """mmseg PhotoMetricDistortion on RGB uint8: each step with probability 1/2 - brightness
+    +-32, contrast x0.5-1.5 (before or after the colour steps, at random), saturation x0.5-1.5
+    and hue +-18 (OpenCV's 0-180 hue scale) in HSV. The label is untouched: the whole picture
+    changes consistently, so nothing becomes or stops being an artifact."""
+    x = img.astype(np.float32)
+    if rng.random() < 0.5:
+        x = x + rng.uniform(-brightness, brightness)
+    contrast_first = rng.random() < 0.5
+    if contrast_first and rng.random() < 0.5:
+        x = x * rng.uniform(*contrast)
+    do_sat, do_hue = rng.random() < 0.5, rng.random() < 0.5
+    if do_sat or do_hue:
+        hsv = cv2.cvtColor(np.clip(x, 0, 255).astype(np.uint8), cv2.COLOR_RGB2HSV).astype(np.float32)
+        if do_sat:
+            hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*saturation), 0, 255)
+        if do_hue:
+            hsv[..., 0] = (hsv[..., 0] + int(rng.integers(-hue, hue + 1))) % 180
+        x = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    if not contrast_first and rng.random() < 0.5:
+        x = x * rng.uniform(*contrast)
+    return np.clip(x + 0.5, 0, 255).astype(np.uint8)
 
 
 def random_resize(img, label, rng, scale: int, ratio_range):
