@@ -95,3 +95,21 @@ python benchmarks/bench_starter.py tradeoff --data "$D/heldout10" --clean "$D/cl
 #    --bn-data "$D/all": bias -6.5; held-out clean median 0.0001, p95 0.093, max 0.119; held-out synthetic
 #    aIoU 51.2 (at bias -8: clean p95 0.064, aIoU 43.9: bench_starter.py tradeoff --shifts=-1.5:0.5:0.5); mask2image IoU 0.114; StyleGAN2 Spearman 0.20;
 #    few-shot with clean replay 0.0 -> 64.1 (clean p95 0.0017)
+
+# Not shipped either: two stages on new bases (README "Two more stages"). S = a second data folder.
+# python -m comfyui_pal.training.clean_images "$S/clean" --cache "$C/clean-sources"   # + train_extra/, calib_real/
+# pal synth "$S/data6" --n-train 2400 --n-val 80 --seed 21 --exclude checkerboard --clean-ratio 0.5 --dof-ratio 0.3 \
+#   --procedural-ratio 0.15 --dead-leaves-ratio 0.2 --folder "$D/clean/train" --folder "$S/clean/train_extra"
+# mkdir -p "$S/combo6"; ln -sfn "$S/data6" "$S/combo6/d6"; ln -sfn "$D/train_dof" "$S/combo6/d3"; ln -sfn "$D/train" "$S/combo6/d2"
+# pal train --data "$S/combo6" --work-dir "$W-v6" --model models/weights/pal-starter.config.json --init "$W-dof/latest.pt" \
+#   --max-iters 7000 --lr 2e-4 --warmup-iters 50 --poly-end 7000 --val-interval 1000 --seed 3 $F
+#   -> val (240 images) aIoU 53.3 @1000, 48.2 @2000, 44.2 @3000, 44.8 @4000, 57.5 @5000, 56.1 @7000
+# pal train --data "$S/combo6" --work-dir "$W-v7" --model models/weights/pal-starter.config.json --init "$W-v6/latest.pt" \
+#   --photometric --max-iters 4500 --lr 2e-4 --warmup-iters 50 --poly-end 4500 --val-interval 1500 --seed 4 $F
+#   -> val aIoU 44.0 @1500, 55.8 @3000, 60.2 @4500
+# python -m comfyui_pal.training.make_starter --state "$W-v7/latest.pt" --bn-data "$S/combo6" --precise-bn 128 \
+#   --clean "$D/clean/calib" --clean "$S/clean/calib_real" --val "$S/combo6" --out v7.safetensors \
+#   --shifts=-9:2:0.1 --max-median 0.005 --max-p95 0.02
+#   -> bias -3.5 (v6: -3.7). Held-out (same commands as step 6): v7 clean p95 0.124, max 0.187, synthetic aIoU 57.4
+#      (11 types 51.1), mask2image IoU 0.097, StyleGAN2 Spearman 0.12, few-shot 0 -> 91.6; v6: 0.143 / 56.0,
+#      IoU 0.069, Spearman 0.37, few-shot 0 -> 88.6. tradeoff: v7 -5.0: 0.061 / 48.2; v6 -5.2: 0.065 / 46.7
