@@ -174,9 +174,9 @@ class UPerHead(nn.Module):
     def set_channels_last(self, enable: bool = True) -> UPerHead:
         """NHWC convolutions (weights converted in place, inputs on the way in), eval mode only.
 
-        Detector turns it on for bf16 on CPU, where oneDNN's NHWC kernels made a Swin-B forward
-        ~3 % faster (benchmarks/bench_speed.py); fp32 gained nothing measurable, so it stays NCHW
-        and bit-identical to mmseg. Values differ from NCHW by bf16 rounding only.
+        Detector turns it on for bf16 on CPU, where the NCHW head made a Swin-B forward 1.05x
+        slower (`benchmarks/bench_speed.py bf16`); fp32 gained nothing measurable, so it stays
+        NCHW and bit-identical to mmseg. Values differ from NCHW by bf16 rounding only.
         """
         self.channels_last = bool(enable)
         fmt = torch.channels_last if enable else torch.contiguous_format
