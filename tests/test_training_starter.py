@@ -321,6 +321,8 @@ def test_make_starter_recomputes_head_statistics_and_reports_bad_inputs(tmp_path
     keep.write_bytes(b"user file")
     for bad, name in ((["--state", str(tmp_path / "missing.pt")], "missing.pt"),
                       (["--state", str(state), "--bn-data", str(tmp_path / "nodata")], "nodata"),
+                      (["--state", str(state), "--clean", str(clean), "--clean", str(tmp_path / "noclean")],
+                       "noclean"),
                       (["--state", str(state)], "needs clean pictures")):
         assert make_starter.main([*bad, "--out", str(keep), "--threads", "1"]) == 2
         assert name in capsys.readouterr().err

@@ -112,22 +112,23 @@ def _fit(img: np.ndarray) -> np.ndarray:
 
 def _decode(data: bytes, on_white: bool = False) -> np.ndarray | None:
     """RGB uint8, or None for an unreadable file. ``on_white``: an alpha picture is put on white
-    (cut-out objects) and one less than MIN_OPAQUE opaque gives None."""
+    (cut-out objects, core.imageio.to_rgb_uint8) and one less than MIN_OPAQUE opaque gives None."""
     import io
 
     from PIL import Image
 
+    from ..core.imageio import to_rgb_uint8
+
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if not on_white or not (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
+            if not on_white:
                 return np.asarray(im.convert("RGB"))
-            rgba = np.asarray(im.convert("RGBA")).astype(np.float32)
+            if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                if float((np.asarray(im.convert("RGBA"))[..., 3] > 127).mean()) < MIN_OPAQUE:
+                    return None
+            return to_rgb_uint8(im)
     except Exception:  # noqa: BLE001 - an unreadable file is skipped, not fatal
         return None
-    a = rgba[..., 3:] / 255.0
-    if float((a > 0.5).mean()) < MIN_OPAQUE:
-        return None
-    return np.round(rgba[..., :3] * a + 255.0 * (1.0 - a)).astype(np.uint8)
 
 
 def wheel_images(cache: Path) -> dict[str, np.ndarray]:
