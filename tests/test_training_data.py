@@ -199,6 +199,23 @@ def test_every_artifact_type_changes_pixels_under_its_mask():
             assert diff[far].mean() < 1.0, t  # nothing changes away from the labelled region
 
 
+@pytest.mark.parametrize("palette_p", [1.0, 0.0])
+def test_blotch_takes_its_colour_from_the_picture(monkeypatch, palette_p):
+    # Grey and blue only: a colour from this palette keeps R == G, a random colour does not.
+    img = np.zeros((96, 96, 3), np.float32)
+    img[:, :48] = (0, 0, 200)
+    img[:, 48:] = (100, 100, 100)
+    monkeypatch.setattr(S, "BLOTCH_PALETTE_P", palette_p)
+    gaps = []
+    for seed in range(12):
+        out, alpha = S.art_blotch(img, np.random.default_rng(seed), None, 96)
+        gaps.append(float(np.abs(out[..., 0] - out[..., 1])[alpha > 0.5].max()))
+    if palette_p == 1.0:
+        assert max(gaps) < 1e-3
+    else:
+        assert max(gaps) > 20
+
+
 def test_synth_is_deterministic_and_excludes(tmp_path):
     cfg = S.SynthConfig(out=str(tmp_path / "a"), n_train=3, n_val=1, seed=3, size=64, exclude=("warp", "seam"),
                         skimage_names=("camera",))

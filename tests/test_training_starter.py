@@ -285,7 +285,13 @@ def test_make_starter_calibrates_and_exports_with_metadata(tmp_path):
     assert make_starter.main(["--state", str(tmp_path / "w" / "latest.pt"), "--clean", str(clean), "--val",
                               str(data), "--out", str(out), "--threads", "1"]) == 0
     cal = load_detector(out, device="cpu").calibration
-    assert cal["fit"]["n_clean"] >= 2
+    assert cal["fit"]["n_clean"] >= 2 and cal["fit_on"]["val_clean"] is True
+    n_val_clean = cal["fit"]["n_clean"] - 2
+    assert make_starter.main(["--state", str(tmp_path / "w" / "latest.pt"), "--clean", str(clean), "--val",
+                              str(data), "--no-val-clean", "--out", str(out), "--threads", "1"]) == 0
+    cal = load_detector(out, device="cpu").calibration
+    assert cal["fit"]["n_clean"] == 2 and cal["fit_on"]["val_clean"] is False  # the folder only
+    assert n_val_clean >= 1, "the synth val split should hold a clean image for this test to mean anything"
     assert "official PAL4VST weights" in out.with_suffix(".md").read_text()
     assert det.provenance["backbone_source"]["license"].startswith("BSD-3")
 
@@ -323,7 +329,8 @@ def test_make_starter_recomputes_head_statistics_and_reports_bad_inputs(tmp_path
                       (["--state", str(state), "--bn-data", str(tmp_path / "nodata")], "nodata"),
                       (["--state", str(state), "--clean", str(clean), "--clean", str(tmp_path / "noclean")],
                        "noclean"),
-                      (["--state", str(state)], "needs clean pictures")):
+                      (["--state", str(state)], "needs clean pictures"),
+                      (["--state", str(state), "--val", str(data), "--no-val-clean"], "--no-val-clean")):
         assert make_starter.main([*bad, "--out", str(keep), "--threads", "1"]) == 2
         assert name in capsys.readouterr().err
         assert keep.read_bytes() == b"user file"

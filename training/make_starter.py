@@ -7,7 +7,8 @@
    --precise-bn training pictures at the working size (states trained before `pal train` did so);
 1. `evaluate.calibrate_operating_point`: the artifact-logit bias with the best val artifact IoU
    among those keeping the clean calibration pictures (full pictures of `--clean` plus the
-   artifact-free images of the val split) at median PAR <= --max-median and p95 <= --max-p95;
+   artifact-free images of the val split, unless --no-val-clean) at median PAR <= --max-median
+   and p95 <= --max-p95;
 2. `export.export_from_state(..., calibration=...)`: fp16 `.safetensors` whose metadata holds
    the operating point (`load_detector` applies it), plus the model card;
 3. prints the calibration record as JSON.
@@ -60,6 +61,9 @@ def main(argv=None) -> int:
                     help="folder of clean pictures not used in training (repeatable)")
     ap.add_argument("--val", default=None, help="pal synth data set whose val split scores artifact IoU")
     ap.add_argument("--split", default="val")
+    ap.add_argument("--val-clean", action=argparse.BooleanOptionalAction, default=True,
+                    help="also calibrate on the val split's artifact-free images (--no-val-clean: only on "
+                         "--clean; val images come from the training sources, so they make p95 look easy)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-median", type=float, default=0.002)
     ap.add_argument("--max-p95", type=float, default=0.01)
@@ -87,6 +91,8 @@ def _run(a) -> int:
     from .export import export_from_state
     from .state import load_state
 
+    if not a.clean and not a.val_clean:
+        raise ValueError("--no-val-clean leaves no clean picture to calibrate on; give --clean FOLDER")
     torch.set_num_threads(a.threads)
     state = load_state(a.state)
     model_state = None
@@ -102,7 +108,7 @@ def _run(a) -> int:
         print(json.dumps({"precise_bn_images": n, "data": a.bn_data}), file=sys.stderr)
         model_state = dict(full.state_dict())
     model = build_from_checkpoint(model_state or state["model"], state["model_config"], with_aux=False)
-    clean = _clean_pictures(a.clean, a.val, a.split)
+    clean = _clean_pictures(a.clean, a.val if a.val_clean else None, a.split)
     val = [s for s in discover(a.val, a.split).samples if s.label is not None] if a.val else []
     shifts = None
     if a.shifts:
@@ -112,7 +118,8 @@ def _run(a) -> int:
     table = op.pop("table")
     calibration = {"artifact_logit_bias": op["artifact_logit_bias"],
                    "fit": {k: v for k, v in op.items() if k != "artifact_logit_bias"},
-                   "fit_on": {"clean": a.clean, "val": a.val, "split": a.split}}
+                   "fit_on": {"clean": a.clean, "val": a.val, "split": a.split,
+                              "val_clean": a.val_clean}}
     metrics = json.loads(Path(a.metrics).read_text()) if a.metrics else None
     out = export_from_state(a.state, a.out, model_state=model_state, metrics=metrics, description=STARTER_NOTE, calibration=calibration,
                             extra_provenance={"backbone_source": BACKBONE_SOURCE},

@@ -301,10 +301,23 @@ def art_checkerboard(img, rng, pool, size):
     return out, alpha
 
 
+BLOTCH_PALETTE_P = 0.8  # share of blotches whose colour comes from the picture itself
+
+
 def art_blotch(img, rng, pool, size):
-    """Colour blotch: a smooth, saturated colour cast or stain."""
+    """Colour blotch: a smooth stain that flattens the texture under it (colour bleeding).
+
+    Most stains take a colour from elsewhere in the same picture. With random colours only, the
+    starter learnt "saturated and smooth = artifact" and marked clean red petals, magenta
+    swooshes and goldfish; a colour from the picture's own palette leaves the flattened texture
+    and the misplaced colour as the cue, not saturation.
+    """
     alpha, _ = blob_alpha(rng, size, 0.05, 0.2, feather=rng.uniform(0.1, 0.4))
-    colour = rng.integers(0, 256, 3).astype(np.float32)
+    if rng.random() < BLOTCH_PALETTE_P:
+        palette = cv2.resize(np.ascontiguousarray(img, np.float32), (16, 16), interpolation=cv2.INTER_AREA)
+        colour = palette[int(rng.integers(16)), int(rng.integers(16))].astype(np.float32)
+    else:
+        colour = rng.integers(0, 256, 3).astype(np.float32)
     strength = rng.uniform(0.45, 0.85)
     tex = 1.0 + 0.15 * smooth_noise(rng, (size, size), 6)[..., None]
     out = img * (1 - strength) + colour * strength * tex
