@@ -172,7 +172,8 @@ def cmd_synth(args) -> int:
         exclude=tuple(parse_types(args.exclude)), artifacts_per_image=tuple(int(v) for v in args.per_image.split(",")),
         clean_ratio=args.clean_ratio, skimage_names=names, dead_leaves_ratio=args.dead_leaves_ratio,
         folders=tuple(args.folder or ()), by_type=args.by_type, label_rule=args.label_rule,
-        procedural_ratio=args.procedural_ratio, dof_ratio=args.dof_ratio)
+        procedural_ratio=args.procedural_ratio, vector_ratio=args.vector_ratio,
+        dof_ratio=args.dof_ratio)
     try:
         res = generate(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as e:
@@ -238,6 +239,9 @@ def register(subparsers) -> None:
     p.add_argument("--dead-leaves-ratio", type=float, default=0.35)
     p.add_argument("--procedural-ratio", type=float, default=0.0,
                    help="share of procedural clean bases (gradients, textures, shapes)")
+    p.add_argument("--vector-ratio", type=float, default=0.0,
+                   help="share of vector-art bases (smooth vivid swooshes, petals, blobs on gradients): "
+                   "clean smooth colour inside a sharp outline is not an artifact")
     p.add_argument("--dof-ratio", type=float, default=0.0,
                    help="share of bases given a clean depth-of-field blur (bokeh, tilt-shift) before any artifact: "
                    "photographic blur is not an artifact")

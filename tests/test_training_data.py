@@ -249,6 +249,18 @@ def test_user_folder_bases(tmp_path):
     assert img.shape == (48, 48, 3) and name == "p.png"
 
 
+def test_vector_art_bases_are_clean_vivid_deterministic_and_opt_in():
+    cfg = S.SynthConfig(out="unused", size=96, clean_ratio=1.0, skimage_names=("astronaut",), dead_leaves_ratio=0.0,
+                        vector_ratio=1.0)
+    pool = S.BasePool(("astronaut",), 0.0, (), 0.0, 1.0)
+    img, label, info = S.make_sample(cfg, pool, "train", 5, list(S.ARTIFACT_TYPES))
+    again, _, info2 = S.make_sample(cfg, pool, "train", 5, list(S.ARTIFACT_TYPES))
+    assert info["source"].startswith("vector_art:") and info == info2 and np.array_equal(img, again)
+    assert not label.any()
+    sat = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)[..., 1]
+    assert np.median(sat) > 60  # vivid colour, the case the starter confused with artifacts
+
+
 def test_depth_of_field_is_a_clean_effect_deterministic_by_seed():
     pool = S.BasePool(("astronaut",), 0.0, (), 0.0)
     cfg = S.SynthConfig(out="unused", size=96, clean_ratio=1.0, dof_ratio=1.0, skimage_names=("astronaut",),
@@ -270,7 +282,7 @@ def test_depth_of_field_is_a_clean_effect_deterministic_by_seed():
     assert (lab_art == 1).any()
 
 
-@pytest.mark.parametrize("flag", ["--dof-ratio", "--clean-ratio", "--procedural-ratio"])
+@pytest.mark.parametrize("flag", ["--dof-ratio", "--clean-ratio", "--procedural-ratio", "--vector-ratio"])
 def test_synth_share_out_of_range_is_a_clear_error_and_writes_nothing(tmp_path, capsys, flag):
     from comfyui_pal.cli import main
 
