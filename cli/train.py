@@ -173,7 +173,7 @@ def cmd_synth(args) -> int:
         clean_ratio=args.clean_ratio, skimage_names=names, dead_leaves_ratio=args.dead_leaves_ratio,
         folders=tuple(args.folder or ()), by_type=args.by_type, label_rule=args.label_rule,
         procedural_ratio=args.procedural_ratio, vector_ratio=args.vector_ratio,
-        dof_ratio=args.dof_ratio)
+        dof_ratio=args.dof_ratio, blotch_palette=args.blotch_palette)
     try:
         res = generate(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as e:
@@ -239,6 +239,8 @@ def register(subparsers) -> None:
     p.add_argument("--dead-leaves-ratio", type=float, default=0.35)
     p.add_argument("--procedural-ratio", type=float, default=0.0,
                    help="share of procedural clean bases (gradients, textures, shapes)")
+    p.add_argument("--blotch-palette", type=float, default=0.0,
+                   help="share of colour blotches whose colour is taken from the picture itself (else random)")
     p.add_argument("--vector-ratio", type=float, default=0.0,
                    help="share of vector-art bases (smooth vivid swooshes, petals, blobs on gradients): "
                    "clean smooth colour inside a sharp outline is not an artifact")

@@ -200,15 +200,14 @@ def test_every_artifact_type_changes_pixels_under_its_mask():
 
 
 @pytest.mark.parametrize("palette_p", [1.0, 0.0])
-def test_blotch_takes_its_colour_from_the_picture(monkeypatch, palette_p):
+def test_blotch_takes_its_colour_from_the_picture(palette_p):
     # Grey and blue only: a colour from this palette keeps R == G, a random colour does not.
     img = np.zeros((96, 96, 3), np.float32)
     img[:, :48] = (0, 0, 200)
     img[:, 48:] = (100, 100, 100)
-    monkeypatch.setattr(S, "BLOTCH_PALETTE_P", palette_p)
     gaps = []
     for seed in range(12):
-        out, alpha = S.art_blotch(img, np.random.default_rng(seed), None, 96)
+        out, alpha = S.art_blotch(img, np.random.default_rng(seed), None, 96, palette_p=palette_p)
         gaps.append(float(np.abs(out[..., 0] - out[..., 1])[alpha > 0.5].max()))
     if palette_p == 1.0:
         assert max(gaps) < 1e-3
@@ -282,7 +281,8 @@ def test_depth_of_field_is_a_clean_effect_deterministic_by_seed():
     assert (lab_art == 1).any()
 
 
-@pytest.mark.parametrize("flag", ["--dof-ratio", "--clean-ratio", "--procedural-ratio", "--vector-ratio"])
+@pytest.mark.parametrize("flag", ["--dof-ratio", "--clean-ratio", "--procedural-ratio", "--vector-ratio",
+                                  "--blotch-palette"])
 def test_synth_share_out_of_range_is_a_clear_error_and_writes_nothing(tmp_path, capsys, flag):
     from comfyui_pal.cli import main
 

@@ -360,19 +360,16 @@ def art_checkerboard(img, rng, pool, size):
     return out, alpha
 
 
-BLOTCH_PALETTE_P = 0.8  # share of blotches whose colour comes from the picture itself
-
-
-def art_blotch(img, rng, pool, size):
+def art_blotch(img, rng, pool, size, palette_p: float = 0.0):
     """Colour blotch: a smooth stain that flattens the texture under it (colour bleeding).
 
-    Most stains take a colour from elsewhere in the same picture. With random colours only, the
-    starter learnt "saturated and smooth = artifact" and marked clean red petals, magenta
-    swooshes and goldfish; a colour from the picture's own palette leaves the flattened texture
-    and the misplaced colour as the cue, not saturation.
+    With `palette_p`, that share of stains takes a colour from elsewhere in the same picture
+    (`pal synth --blotch-palette`), so that saturation alone is not the cue: the starter marked
+    clean red petals and magenta swooshes. Measured, it did not lower those marks; at 0 there is
+    no extra random draw, so older data sets regenerate unchanged.
     """
     alpha, _ = blob_alpha(rng, size, 0.05, 0.2, feather=rng.uniform(0.1, 0.4))
-    if rng.random() < BLOTCH_PALETTE_P:
+    if palette_p and rng.random() < palette_p:
         palette = cv2.resize(np.ascontiguousarray(img, np.float32), (16, 16), interpolation=cv2.INTER_AREA)
         colour = palette[int(rng.integers(16)), int(rng.integers(16))].astype(np.float32)
     else:
@@ -559,7 +556,8 @@ def depth_of_field(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 def inject(img: np.ndarray, rng: np.random.Generator, types: Sequence[str], n_artifacts: int,
-           pool: BasePool | None = None, min_visible: float = 6.0, tries: int = 4, label_rule: str = "visible"):
+           pool: BasePool | None = None, min_visible: float = 6.0, tries: int = 4, label_rule: str = "visible",
+           blotch_palette: float = 0.0):
     """Apply `n_artifacts` artifacts drawn from `types` to a uint8 image.
 
     Returns (uint8 image, uint8 label with 0/1/255, list of applied type names). A candidate
@@ -578,7 +576,8 @@ def inject(img: np.ndarray, rng: np.random.Generator, types: Sequence[str], n_ar
     for _ in range(n_artifacts):
         name = str(types[int(rng.integers(len(types)))])
         for _t in range(tries):
-            out, alpha = ARTIFACTS[name](cur, rng, pool, size)
+            extra = {"palette_p": blotch_palette} if name == "blotch" else {}
+            out, alpha = ARTIFACTS[name](cur, rng, pool, size, **extra)
             new = _blend(cur, out, alpha) if name != "seam" else out
             new = np.clip(new, 0, 255)
             core = alpha >= _ALPHA_LABEL
@@ -620,13 +619,15 @@ class SynthConfig:
     folders: Sequence[str] = ()
     procedural_ratio: float = 0.0  # share of procedural clean bases (gradients, textures, shapes)
     vector_ratio: float = 0.0  # share of vector_art bases (smooth vivid shapes: wallpapers, petals)
+    blotch_palette: float = 0.0  # share of blotches coloured from the picture itself (art_blotch)
     dof_ratio: float = 0.0  # share of bases given a clean depth-of-field blur first (depth_of_field)
     by_type: bool = False  # one artifact type per image, written to <split>/<type>/ (per-task metrics)
     jpeg_quality: tuple[int, int] = (85, 97)
     label_rule: str = "visible"  # or "support" (see inject)
 
     def check_shares(self) -> None:
-        for name in ("clean_ratio", "dead_leaves_ratio", "procedural_ratio", "vector_ratio", "dof_ratio"):
+        for name in ("clean_ratio", "dead_leaves_ratio", "procedural_ratio", "vector_ratio", "dof_ratio",
+                     "blotch_palette"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} {v}: a share of images, give a value from 0 to 1")
@@ -655,7 +656,8 @@ def make_sample(cfg: SynthConfig, pool: BasePool, split: str, index: int, types:
         types = [types[index % len(types)]]
     lo, hi = cfg.artifacts_per_image
     n = 0 if rng.random() < cfg.clean_ratio else int(rng.integers(lo, hi + 1))
-    img, label, applied = inject(base, rng, types, n, pool, label_rule=cfg.label_rule)
+    img, label, applied = inject(base, rng, types, n, pool, label_rule=cfg.label_rule,
+                                 blotch_palette=cfg.blotch_palette)
     q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     info = {"source": source, "artifacts": applied, "jpeg_quality": q, "task": types[0] if cfg.by_type else None}
     if effect:

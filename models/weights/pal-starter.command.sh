@@ -113,3 +113,25 @@ python benchmarks/bench_starter.py tradeoff --data "$D/heldout10" --clean "$D/cl
 #   -> bias -3.5 (v6: -3.7). Held-out (same commands as step 6): v7 clean p95 0.124, max 0.187, synthetic aIoU 57.4
 #      (11 types 51.1), mask2image IoU 0.097, StyleGAN2 Spearman 0.12, few-shot 0 -> 91.6; v6: 0.143 / 56.0,
 #      IoU 0.069, Spearman 0.37, few-shot 0 -> 88.6. tradeoff: v7 -5.0: 0.061 / 48.2; v6 -5.2: 0.065 / 46.7
+
+# Session 6, not shipped unless said below. (8) blotch colours from the picture's palette; (9) vector-art clean bases.
+# pal synth "$S/data8" --n-train 2400 --n-val 80 --seed 31 --exclude checkerboard --clean-ratio 0.5 --dof-ratio 0.3 \
+#   --blotch-palette 0.8 \
+#   --folder "$D/clean/train" --folder "$S/clean/train_extra"
+#   (dead-leaves 0.35 and procedural 0 by default: a second difference from data6, noticed afterwards)
+# combo8 = data8 + the images of combo6's three sets that hold no blotch (symlinks; 4729 of 5200)
+# pal train --data "$S/combo8" --work-dir "$W-v8" --model models/weights/pal-starter.config.json --init "$W-v7/latest.pt" \
+#   --photometric --max-iters 6000 --lr 2e-4 --warmup-iters 50 --poly-end 6000 --val-interval 2000 --seed 8 $F
+#   -> val (150) aIoU 54.7 @2000, 46.7 @4000, 50.7 @6000
+#   make_starter as for v7 with --bn-data/--val "$S/combo8": bias -4.3 -> held-out clean p95 0.134, synthetic aIoU 51.9;
+#      with --no-val-clean: -5.0 -> p95 0.092, aIoU ~46 (tradeoff row -5.05: 46.2); tradeoff at p95 0.061: aIoU 41.9 (bias -5.55), below v7's 48.2
+# pal synth "$S/data9" --n-train 2400 --n-val 80 --seed 41 --exclude checkerboard --clean-ratio 0.5 --dof-ratio 0.3 \
+#   --dead-leaves-ratio 0.2 --procedural-ratio 0.15 --vector-ratio 0.25 --blotch-palette 0.8 --folder "$D/clean/train" --folder "$S/clean/train_extra"
+# mkdir -p "$S/combo9"; ln -sfn "$S/data9" "$S/combo9/d9"; plus combo6's d2, d3, d6 links
+# pal train --data "$S/combo9" --work-dir "$W-v9" --model models/weights/pal-starter.config.json --init "$W-v7/latest.pt" \
+#   --photometric --max-iters 4500 --lr 2e-4 --warmup-iters 50 --poly-end 4500 --val-interval 2250 --seed 9 $F
+#   -> val (320) aIoU 49.2 @2250, 53.6 @4500
+#   make_starter as for v7 with --bn-data/--val "$S/combo9": bias -3.3 -> held-out clean p95 0.198, max 0.315,
+#      synthetic aIoU 54.8; with --no-val-clean (50 real pictures only): bias -4.9 -> p95 0.094, aIoU 48-50
+#      (between the tradeoff rows -5.05: 47.9 and -4.8: 49.5)
+#   tradeoff at p95 0.059: aIoU 44.0 (bias -5.55), below v7's 48.2: not shipped
