@@ -124,7 +124,8 @@ def vector_art(rng: np.random.Generator, size: int = 512) -> tuple[np.ndarray, s
 
     Why: the starter marked exactly such regions of held-out clean pictures (glossy petals, a
     magenta swoosh, a goldfish): smooth colour inside a sharp outline resembles its `fill`,
-    `melt` and `part_smear` artifacts, and the training pictures held too few of them.
+    `melt` and `part_smear` artifacts, and the training pictures held too few of them. Measured
+    (README, stage 4), a quarter of such bases did not lower those marks.
     """
     ramp = _linear_ramp(rng, size)
     img = _vivid(rng) * (1 - ramp) + _vivid(rng) * ramp
@@ -630,7 +631,7 @@ class SynthConfig:
                      "blotch_palette"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} {v}: a share of images, give a value from 0 to 1")
+                raise ValueError(f"--{name.replace('_', '-')} {v}: a share, give a value from 0 to 1")
 
     def active_types(self) -> list[str]:
         bad = [t for t in list(self.types) + list(self.exclude) if t not in ARTIFACT_TYPES]
