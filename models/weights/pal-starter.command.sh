@@ -135,3 +135,5 @@ python benchmarks/bench_starter.py tradeoff --data "$D/heldout10" --clean "$D/cl
 #      synthetic aIoU 54.8; with --no-val-clean (50 real pictures only): bias -4.9 -> p95 0.094, aIoU 48-50
 #      (between the tradeoff rows -5.05: 47.9 and -4.8: 49.5)
 #   tradeoff at p95 0.059: aIoU 44.0 (bias -5.55), below v7's 48.2: not shipped
+# Diagnostic: the uniform weight average of v7, v8 and v9 (latest.pt), head BN recomputed by make_starter --bn-data
+#   "$S/combo9": bias -2.9 (with --no-val-clean: -4.6) -> held-out clean p95 0.211 (0.101); tradeoff at p95 0.060: aIoU 46.3
