@@ -3,8 +3,9 @@
 Train: RandomResize(scale 512, ratio 0.5-2.0, keep_ratio) -> RandomCrop(512, cat_max_ratio
 0.75, 10 tries) -> RandomFlip(0.5) -> [PhotoMetricDistortion, opt-in] -> pad to the crop size
 (image 0, label 255). The official config has PhotoMetricDistortion commented out (real data);
-for synthetic data it breaks the "saturated smooth colour = artifact" shortcut that the colour
-blotches teach (the starter marked clean red petals and magenta swooshes).
+for synthetic data it is meant to weaken the "saturated smooth colour = artifact" shortcut that
+the colour blotches teach (the starter marked clean red petals and magenta swooshes); measured on
+the starter, it helped only a little (README, starter section).
 Test: Resize to 512x512 without keeping the ratio (cv2 bilinear); labels stay at full size.
 All randomness comes from the `numpy.random.Generator` passed in, so a sample's augmentation
 is a pure function of its seed (what makes `--resume` bit-identical).
