@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -558,7 +558,7 @@ def depth_of_field(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
 
 def inject(img: np.ndarray, rng: np.random.Generator, types: Sequence[str], n_artifacts: int,
            pool: BasePool | None = None, min_visible: float = 6.0, tries: int = 4, label_rule: str = "visible",
-           blotch_palette: float = 0.0):
+           type_options: Mapping[str, Mapping] | None = None):
     """Apply `n_artifacts` artifacts drawn from `types` to a uint8 image.
 
     Returns (uint8 image, uint8 label with 0/1/255, list of applied type names). A candidate
@@ -566,10 +566,13 @@ def inject(img: np.ndarray, rng: np.random.Generator, types: Sequence[str], n_ar
     (grey levels) is re-drawn elsewhere, so labels mark corruptions one can see.
     `label_rule="support"` labels the whole support (alpha >= 0.5) even where nothing changed
     (the first revision's rule, kept to regenerate the starter's stage-1 data).
+    `type_options` passes keyword options to one type's function, e.g.
+    ``{"blotch": {"palette_p": 0.8}}``.
     """
     if label_rule not in ("visible", "support"):
         raise ValueError(f"label_rule {label_rule!r}: choose 'visible' or 'support'")
     pool = pool or BasePool()
+    opts = type_options or {}
     size = img.shape[0]
     cur = img.astype(np.float32)
     label = np.zeros(img.shape[:2], np.uint8)
@@ -577,8 +580,7 @@ def inject(img: np.ndarray, rng: np.random.Generator, types: Sequence[str], n_ar
     for _ in range(n_artifacts):
         name = str(types[int(rng.integers(len(types)))])
         for _t in range(tries):
-            extra = {"palette_p": blotch_palette} if name == "blotch" else {}
-            out, alpha = ARTIFACTS[name](cur, rng, pool, size, **extra)
+            out, alpha = ARTIFACTS[name](cur, rng, pool, size, **opts.get(name, {}))
             new = _blend(cur, out, alpha) if name != "seam" else out
             new = np.clip(new, 0, 255)
             core = alpha >= _ALPHA_LABEL
@@ -658,7 +660,7 @@ def make_sample(cfg: SynthConfig, pool: BasePool, split: str, index: int, types:
     lo, hi = cfg.artifacts_per_image
     n = 0 if rng.random() < cfg.clean_ratio else int(rng.integers(lo, hi + 1))
     img, label, applied = inject(base, rng, types, n, pool, label_rule=cfg.label_rule,
-                                 blotch_palette=cfg.blotch_palette)
+                                 type_options={"blotch": {"palette_p": cfg.blotch_palette}})
     q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     info = {"source": source, "artifacts": applied, "jpeg_quality": q, "task": types[0] if cfg.by_type else None}
     if effect:
