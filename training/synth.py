@@ -72,16 +72,30 @@ def dead_leaves(rng: np.random.Generator, size: int = 512, n_min: int = 150, n_m
     return img
 
 
+def _vivid(rng: np.random.Generator) -> np.ndarray:
+    """A saturated RGB colour (float32), as digital art and macro photos are full of."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(110, 255), rng.uniform(110, 255)]]], np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _linear_ramp(rng: np.random.Generator, size: int, spread: float | None = None) -> np.ndarray:
+    """A 0-1 linear ramp across the picture at a random angle, HxWx1; `spread` (default: random
+    0.8-2, drawn after the angle) steepens it."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    ang = rng.uniform(0, 2 * np.pi)
+    spread = rng.uniform(0.8, 2.0) if spread is None else spread
+    t = (np.cos(ang) * (xx - 0.5) + np.sin(ang) * (yy - 0.5)) * spread + 0.5
+    return np.clip(t, 0, 1)[..., None]
+
+
 def procedural_clean(rng: np.random.Generator, size: int = 512) -> tuple[np.ndarray, str]:
     """A clean synthetic picture that is not dead leaves: sky-like gradients, smooth noise
     textures, or sharp geometric shapes on a plain ground. Clean negatives for the detector:
     flat areas, smooth gradients and hard edges are not artifacts."""
     kind = int(rng.integers(3))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     if kind == 0:  # gradient (sky, studio backdrop) with faint grain
         c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-        ang = rng.uniform(0, 2 * np.pi)
-        t = np.clip((np.cos(ang) * (xx - 0.5) + np.sin(ang) * (yy - 0.5)) + 0.5, 0, 1)[..., None]
+        t = _linear_ramp(rng, size, spread=1.0)
         img = c0 * (1 - t) + c1 * t + rng.normal(0, rng.uniform(0.5, 3), (size, size, 1))
         return np.clip(img, 0, 255).astype(np.uint8), "procedural:gradient"
     if kind == 1:  # multi-scale smooth noise texture (clouds, stone, fabric)
@@ -103,19 +117,6 @@ def procedural_clean(rng: np.random.Generator, size: int = 512) -> tuple[np.ndar
             cv2.line(img, tuple(int(v) for v in p[0]), tuple(int(v) for v in p[1]), c,
                      int(rng.integers(1, 12)), cv2.LINE_AA)
     return img, "procedural:shapes"
-
-
-def _vivid(rng: np.random.Generator) -> np.ndarray:
-    """A saturated RGB colour (float32), as digital art and macro photos are full of."""
-    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(110, 255), rng.uniform(110, 255)]]], np.uint8)
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
-
-
-def _linear_ramp(rng: np.random.Generator, size: int) -> np.ndarray:
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    ang = rng.uniform(0, 2 * np.pi)
-    t = (np.cos(ang) * (xx - 0.5) + np.sin(ang) * (yy - 0.5)) * rng.uniform(0.8, 2.0) + 0.5
-    return np.clip(t, 0, 1)[..., None]
 
 
 def vector_art(rng: np.random.Generator, size: int = 512) -> tuple[np.ndarray, str]:
