@@ -173,7 +173,7 @@ def cmd_synth(args) -> int:
         clean_ratio=args.clean_ratio, skimage_names=names, dead_leaves_ratio=args.dead_leaves_ratio,
         folders=tuple(args.folder or ()), by_type=args.by_type, label_rule=args.label_rule,
         procedural_ratio=args.procedural_ratio, vector_ratio=args.vector_ratio,
-        dof_ratio=args.dof_ratio, blotch_palette=args.blotch_palette)
+        dof_ratio=args.dof_ratio, blotch_palette=args.blotch_palette, png_ratio=args.png_ratio)
     try:
         res = generate(cfg, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except ValueError as e:
@@ -247,6 +247,9 @@ def register(subparsers) -> None:
     p.add_argument("--dof-ratio", type=float, default=0.0,
                    help="share of bases given a clean depth-of-field blur (bokeh, tilt-shift) before any artifact: "
                    "photographic blur is not an artifact")
+    p.add_argument("--png-ratio", type=float, default=0.0,
+                   help="share of images written losslessly as PNG (the rest JPEG, quality 85-97): hosts feed "
+                   "the detector PNG renders")
     p.add_argument("--folder", action="append", help="also use the images in this folder as bases (repeatable)")
     p.add_argument("--by-type", action="store_true",
                    help="one artifact type per image, in <split>/<type>/ sub-folders (per-type metrics)")

@@ -281,8 +281,37 @@ def test_depth_of_field_is_a_clean_effect_deterministic_by_seed():
     assert (lab_art == 1).any()
 
 
+def test_png_share_is_written_losslessly_found_by_discover_and_opt_in(tmp_path):
+    from comfyui_pal.training.data import discover, load_sample
+
+    base = dict(n_train=4, n_val=0, size=64, skimage_names=("astronaut",), dead_leaves_ratio=0.0,
+                clean_ratio=0.0, types=("fill",), artifacts_per_image=(1, 1))
+    S.generate(S.SynthConfig(out=str(tmp_path / "png"), png_ratio=1.0, **base))
+    S.generate(S.SynthConfig(out=str(tmp_path / "jpg"), **base))
+    pngs = sorted((tmp_path / "png" / "images" / "train").iterdir())
+    assert [p.suffix for p in pngs] == [".png"] * 4
+    assert all(p.suffix == ".jpg" for p in (tmp_path / "jpg" / "images" / "train").iterdir())
+    pool = S.BasePool(("astronaut",), 0.0, (), 0.0)
+    samples = discover(tmp_path / "png", "train").samples
+    assert len(samples) == 4 and all(s.label is not None for s in samples)
+    for i, s in enumerate(sorted(samples, key=lambda s: s.name)):
+        want, want_label, info = S.make_sample(S.SynthConfig(out="unused", png_ratio=1.0, **base), pool, "train", i,
+                                               ["fill"])
+        img, label = load_sample(s)
+        assert np.array_equal(img, want) and np.array_equal(label, want_label)  # lossless: the exact pixels
+        assert info["format"] == "png" and info["jpeg_quality"] is None
+    # the format draw comes after every other one: pixels, labels and sources match the JPEG data set,
+    # so a data set made before the option regenerates unchanged
+    for i in range(4):
+        a, la, ia = S.make_sample(S.SynthConfig(out="unused", **base), pool, "train", i, ["fill"])
+        b, lb, ib = S.make_sample(S.SynthConfig(out="unused", png_ratio=1.0, **base), pool, "train", i, ["fill"])
+        assert np.array_equal(a, b) and np.array_equal(la, lb) and "format" not in ia
+        assert {k: v for k, v in ib.items() if k not in ("format", "jpeg_quality")} == \
+            {k: v for k, v in ia.items() if k != "jpeg_quality"}
+
+
 @pytest.mark.parametrize("flag", ["--dof-ratio", "--clean-ratio", "--procedural-ratio", "--vector-ratio",
-                                  "--blotch-palette"])
+                                  "--blotch-palette", "--png-ratio"])
 def test_synth_share_out_of_range_is_a_clear_error_and_writes_nothing(tmp_path, capsys, flag):
     from comfyui_pal.cli import main
 

@@ -627,11 +627,14 @@ class SynthConfig:
     dof_ratio: float = 0.0  # share of bases given a clean depth-of-field blur first (depth_of_field)
     by_type: bool = False  # one artifact type per image, written to <split>/<type>/ (per-task metrics)
     jpeg_quality: tuple[int, int] = (85, 97)
+    # share written losslessly (PNG): hosts hand the detector PNG renders, never JPEG, so an all-JPEG
+    # training set teaches it that a picture without compression noise is unusual
+    png_ratio: float = 0.0
     label_rule: str = "visible"  # or "support" (see inject)
 
     def check_shares(self) -> None:
         for name in ("clean_ratio", "dead_leaves_ratio", "procedural_ratio", "vector_ratio", "dof_ratio",
-                     "blotch_palette"):
+                     "blotch_palette", "png_ratio"):
             v = getattr(self, name)
             if not 0.0 <= float(v) <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} {v}: a share, give a value from 0 to 1")
@@ -664,6 +667,8 @@ def make_sample(cfg: SynthConfig, pool: BasePool, split: str, index: int, types:
                                  type_options={"blotch": {"palette_p": cfg.blotch_palette}})
     q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
     info = {"source": source, "artifacts": applied, "jpeg_quality": q, "task": types[0] if cfg.by_type else None}
+    if cfg.png_ratio > 0 and rng.random() < cfg.png_ratio:  # no draw at 0: older data sets unchanged
+        info["jpeg_quality"], info["format"] = None, "png"
     if effect:
         info["clean_effect"] = effect
     return img, label, info
@@ -678,10 +683,10 @@ def _write_jpg(path: Path, img: np.ndarray, quality: int) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
-def _write_png(path: Path, label: np.ndarray) -> None:
+def _write_png(path: Path, array: np.ndarray) -> None:
     from ..core.imageio import atomic_write_bytes
 
-    ok, buf = cv2.imencode(".png", label)
+    ok, buf = cv2.imencode(".png", array)
     if not ok:
         raise OSError(f"could not encode {path}")
     atomic_write_bytes(path, buf.tobytes())
@@ -690,7 +695,7 @@ def _write_png(path: Path, label: np.ndarray) -> None:
 def generate(cfg: SynthConfig, progress: Callable[[str], None] | None = None) -> dict:
     """Write the data set to cfg.out in the PAL4VST layout; returns a summary dict.
 
-    `images/<split>[/<type>]/<split>_<index>.jpg`, `labels/...png` (0/1/255) and
+    `images/<split>[/<type>]/<split>_<index>.jpg` (`.png` for the `png_ratio` share), `labels/...png` (0/1/255) and
     `synth_meta.json` (config, per-image sources and artifact types).
     """
     cfg.check_shares()
@@ -706,7 +711,10 @@ def generate(cfg: SynthConfig, progress: Callable[[str], None] | None = None) ->
             img, label, info = make_sample(cfg, pool, split, i, types)
             sub = f"{split}/{info['task']}" if cfg.by_type else split
             stem = f"{split}_{i:05d}"
-            _write_jpg(root / "images" / sub / f"{stem}.jpg", img, info["jpeg_quality"])
+            if info.get("format") == "png":
+                _write_png(root / "images" / sub / f"{stem}.png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            else:
+                _write_jpg(root / "images" / sub / f"{stem}.jpg", img, info["jpeg_quality"])
             _write_png(root / "labels" / sub / f"{stem}.png", label)
             meta["images"][f"{sub}/{stem}"] = info
             counts[split] = counts.get(split, 0) + 1
