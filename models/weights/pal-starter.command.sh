@@ -137,3 +137,19 @@ python benchmarks/bench_starter.py tradeoff --data "$D/heldout10" --clean "$D/cl
 #   tradeoff at p95 0.059: aIoU 44.0 (bias -5.55), below v7's 48.2: not shipped
 # Diagnostic: the uniform weight average of v7, v8 and v9 (latest.pt), head BN recomputed by make_starter --bn-data
 #   "$S/combo9": bias -2.9 (with --no-val-clean: -4.6) -> held-out clean p95 0.211 (0.101); tradeoff at p95 0.060: aIoU 46.3
+
+# Session 7, not shipped. (10) a share of training images written losslessly (hosts feed PNG renders).
+# pal synth "$S/data10a" --n-train 1200 --n-val 80 --seed 51 $S10; pal synth "$S/data10b" --n-train 1200 --n-val 0 --seed 52 $S10
+#   with S10="--exclude checkerboard --clean-ratio 0.5 --dof-ratio 0.3 --procedural-ratio 0.15 --dead-leaves-ratio 0.2
+#   --png-ratio 0.6 --folder $D/clean/train --folder $S/clean/train_extra"
+# combo10 = data10a + data10b + data6 + the depth-of-field set (symlinks; 6000 training images, 240 val)
+# pal train --data "$S/combo10" --work-dir "$W-v10" --model models/weights/pal-starter.config.json --init "$W-v7/latest.pt" \
+#   --photometric --max-iters 3500 --lr 2e-4 --warmup-iters 50 --poly-end 3500 --val-interval 1750 --seed 10 $F
+#   -> val aIoU 63.9 @1750, 57.6 @3500
+#   make_starter as for v7 with --bn-data/--val "$S/combo10": bias -3.1 -> held-out clean p95 0.177; --no-val-clean:
+#      -4.3 -> p95 0.082, synthetic aIoU 48.5, mask2image IoU 0.071, StyleGAN2 Spearman 0.29
+#   tradeoff: p95 0.032 / 0.051 / 0.067 at aIoU 37.7 / 44.1 / 46.1 (v7: 0.033 / 0.052 / 0.067 at 36.5 / 43.7 / 50.1)
+# The PNG copy of the held-out synthetic test (labels byte-identical to heldout10's):
+# pal synth "$D/heldout_png" --n-train 0 --n-val 0 --n-test 110 --seed 1001 --by-type --skimage heldout \
+#   --folder "$D/clean/heldout" --clean-ratio 0 --procedural-ratio 0.15 --dead-leaves-ratio 0.2 --png-ratio 1
+#   (then drop its checkerboard folders) -> the shipped model: aIoU 45.5 (JPEG heldout10: 43.0)
