@@ -683,10 +683,10 @@ def _write_jpg(path: Path, img: np.ndarray, quality: int) -> None:
     atomic_write_bytes(path, buf.tobytes())
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def _write_png(path: Path, label: np.ndarray) -> None:
     from ..core.imageio import atomic_write_bytes
 
-    ok, buf = cv2.imencode(".png", array)
+    ok, buf = cv2.imencode(".png", label)
     if not ok:
         raise OSError(f"could not encode {path}")
     atomic_write_bytes(path, buf.tobytes())
@@ -698,6 +698,8 @@ def generate(cfg: SynthConfig, progress: Callable[[str], None] | None = None) ->
     `images/<split>[/<type>]/<split>_<index>.jpg` (`.png` for the `png_ratio` share), `labels/...png` (0/1/255) and
     `synth_meta.json` (config, per-image sources and artifact types).
     """
+    from ..core.imageio import atomic_write_text, save_image_atomic
+
     cfg.check_shares()
     types = cfg.active_types()
     pool = BasePool(cfg.skimage_names, cfg.dead_leaves_ratio, cfg.folders, cfg.procedural_ratio,
@@ -712,7 +714,7 @@ def generate(cfg: SynthConfig, progress: Callable[[str], None] | None = None) ->
             sub = f"{split}/{info['task']}" if cfg.by_type else split
             stem = f"{split}_{i:05d}"
             if info.get("format") == "png":
-                _write_png(root / "images" / sub / f"{stem}.png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+                save_image_atomic(img, root / "images" / sub / f"{stem}.png")
             else:
                 _write_jpg(root / "images" / sub / f"{stem}.jpg", img, info["jpeg_quality"])
             _write_png(root / "labels" / sub / f"{stem}.png", label)
@@ -720,8 +722,6 @@ def generate(cfg: SynthConfig, progress: Callable[[str], None] | None = None) ->
             counts[split] = counts.get(split, 0) + 1
             if progress and (i + 1) % 50 == 0:
                 progress(f"synth: {split} {i + 1}/{n}")
-    from ..core.imageio import atomic_write_text
-
     atomic_write_text(root / "synth_meta.json", json.dumps(meta, indent=1, sort_keys=True))
     return {"out": os.fspath(root), "counts": counts, "types": types}
 
